@@ -1,0 +1,88 @@
+use std::format;
+use std::prelude::rust_2024::*;
+
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn pair() -> ((MuxHandle, Incoming), (MuxHandle, Incoming)) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
+            .await
+            .unwrap();
+        spawn_mux(ws, Mode::Server, Some(Keepalive::default()))
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/api/tunnel"),
+        tcp,
+        Some(ws_config()),
+    )
+    .await
+    .unwrap();
+    let client = spawn_mux(ws, Mode::Client, None);
+    (client, server.await.unwrap())
+}
+
+#[tokio::test]
+async fn streams_flow_both_ways_with_half_close() {
+    let ((client, mut client_in), (server, mut server_in)) = pair().await;
+
+    // agent-opened stream: write, FIN, read the peer's answer after our FIN
+    let mut s = client.open().await.unwrap();
+    s.write_all(b"hello relay").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut peer = server_in.recv().await.unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"hello relay");
+    peer.write_all(b"answer after fin").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"answer after fin");
+
+    // relay-opened stream carrying more than one window (256 KiB) of data
+    let mut r = server.open().await.unwrap();
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let expected = data.clone();
+    let writer = tokio::spawn(async move {
+        r.write_all(&data).await.unwrap();
+        r.shutdown().await.unwrap();
+    });
+    let mut a = client_in.recv().await.unwrap();
+    let mut got = Vec::new();
+    a.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected);
+}
+
+#[tokio::test]
+async fn close_code_4000_reaches_the_peer() {
+    let ((client, _client_in), (server, _server_in)) = pair().await;
+    server.close(Some((CLOSE_SESSION_CLOSED, CLOSE_SESSION_CLOSED_REASON)));
+    let end = tokio::time::timeout(Duration::from_secs(10), client.closed())
+        .await
+        .unwrap();
+    assert!(end.is_session_closed(), "{end:?}");
+    assert_eq!(end.close_reason, "session_closed");
+    tokio::time::timeout(Duration::from_secs(10), server.closed())
+        .await
+        .unwrap();
+    assert!(client.open().await.is_err());
+}
+
+#[tokio::test]
+async fn dropping_the_peer_ends_the_connection_without_a_close_code() {
+    let ((client, _client_in), (server, server_in)) = pair().await;
+    client.close(None);
+    drop(server_in);
+    let end = tokio::time::timeout(Duration::from_secs(10), server.closed())
+        .await
+        .unwrap();
+    assert_eq!(end.close_code.filter(|c| *c == CLOSE_SESSION_CLOSED), None);
+}
