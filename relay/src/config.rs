@@ -1,0 +1,106 @@
+//! `tether-relay serve` settings: flags with environment fallbacks, validated at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use ipnet::IpNet;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 5m, 24h)"))
+}
+
+fn trusted(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR network"))
+}
+
+/// Settings of the relay server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (HTTP; put a TLS-terminating proxy in front for production).
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Proxies whose X-Forwarded-For is believed (IP or CIDR; repeat or comma-separate).
+    #[arg(long = "trusted-proxy", env = "TETHER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a session waits for its agent to come back after the tunnel drops.
+    #[arg(long, env = "TETHER_GRACE_PERIOD", default_value = "60s", value_parser = duration)]
+    pub grace_period: Duration,
+    /// Lifetime of a new session (operators can extend it).
+    #[arg(long, env = "TETHER_SESSION_LIFETIME", default_value = "24h", value_parser = duration)]
+    pub session_lifetime: Duration,
+    /// How often expired sessions and disabled systems are swept.
+    #[arg(long, env = "TETHER_SWEEP_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub sweep_interval: Duration,
+    /// Tunnel handshakes allowed per client address and window (0 = unlimited).
+    #[arg(long, env = "TETHER_RATE_LIMIT_PER_IP", default_value_t = 10)]
+    pub rate_limit_per_ip: u32,
+    /// Authenticated tunnel handshakes allowed per system key and window (0 = unlimited).
+    #[arg(long, env = "TETHER_RATE_LIMIT_PER_KEY", default_value_t = 5)]
+    pub rate_limit_per_key: u32,
+    /// Window of the handshake rate limits.
+    #[arg(long, env = "TETHER_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = duration)]
+    pub rate_limit_window: Duration,
+    /// Most concurrent proxy and terminal streams per tunnel.
+    #[arg(long, env = "TETHER_MAX_STREAMS_PER_TUNNEL", default_value_t = 64)]
+    pub max_streams_per_tunnel: usize,
+    /// Most connected tunnels (new systems are refused beyond it; replacements are not).
+    #[arg(long, env = "TETHER_MAX_TUNNELS", default_value_t = 10_000)]
+    pub max_tunnels: usize,
+    /// How long opening a service through the agent may take (stream, CONNECT, agent's dial).
+    #[arg(long, env = "TETHER_CONNECT_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// How long the agent has to answer a command.
+    #[arg(long, env = "TETHER_COMMAND_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub command_timeout: Duration,
+    /// Unsolicited manifests are applied at most this often per tunnel (later ones are coalesced, never dropped).
+    #[arg(long, env = "TETHER_MANIFEST_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub manifest_interval: Duration,
+    /// How long an agent may take to send one control stream (manifest, diagnostics, users).
+    #[arg(long, env = "TETHER_CONTROL_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub control_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Check values that clap cannot check on its own; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_streams_per_tunnel == 0 {
+            return Err("--max-streams-per-tunnel must be at least 1".into());
+        }
+        if self.session_lifetime < Duration::from_secs(60) {
+            return Err("--session-lifetime must be at least 1m".into());
+        }
+        if self.sweep_interval.is_zero() {
+            return Err("--sweep-interval must be more than 0".into());
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return Err("--connect-timeout and --command-timeout must be more than 0".into());
+        }
+        Ok(())
+    }
+
+    /// Whether X-Forwarded-For from `peer` may be believed.
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+}
+
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    config: ServeConfig,
+}
+
+impl ServeConfig {
+    /// The default settings (environment variables still apply), for the demo and tests.
+    pub fn demo_defaults() -> ServeConfig {
+        use clap::Parser;
+        match DefaultsOnly::try_parse_from(["tether-relay"]) {
+            Ok(d) => d.config,
+            // Only a malformed TETHER_* environment variable can fail here.
+            Err(e) => e.exit(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `tether-relay` with the real binaries on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "relay/harness.rs"]
+mod harness;
+
+#[path = "relay/e2e.rs"]
+mod e2e;
+
+#[path = "relay/reference_peer.rs"]
+mod reference_peer;
