@@ -20,8 +20,7 @@ use agent_core::document::{
 };
 use agent_core::policy;
 use agent_core::transport::{
-    self, CLOSE_SESSION_CLOSED, CLOSE_SESSION_CLOSED_REASON, Keepalive, Mode, MuxHandle,
-    MuxStream,
+    self, CLOSE_SESSION_CLOSED, CLOSE_SESSION_CLOSED_REASON, Keepalive, Mode, MuxHandle, MuxStream,
 };
 use agent_core::wire::{self, AgentStream, RelayStream, Reply};
 use axum::Router;
@@ -114,7 +113,6 @@ pub struct Tunnel {
     generation: u64,
     key: TunnelKey,
     session_id: String,
-    system_name: String,
     remote: IpAddr,
     mux: MuxHandle,
     services: RwLock<BTreeMap<String, ServiceInfo>>,
@@ -174,13 +172,13 @@ impl Tunnel {
 
     /// Take a slot of the per-tunnel stream cap.
     pub fn acquire_stream(self: &Arc<Self>) -> Result<StreamPermit, TunnelError> {
-        let permit = self
-            .streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| TunnelError::TooManyStreams {
-                max: self.max_streams,
-            })?;
+        let permit =
+            self.streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| TunnelError::TooManyStreams {
+                    max: self.max_streams,
+                })?;
         self.metrics.streams_open.inc();
         Ok(StreamPermit {
             _permit: permit,
@@ -451,7 +449,9 @@ enum HandshakeError {
     RateLimitedSystem,
     #[error("invalid node_id {0:?}: expected 1 to 10 digits")]
     BadNodeId(String),
-    #[error("expected a WebSocket upgrade (GET with Upgrade: websocket, Sec-WebSocket-Version: 13)")]
+    #[error(
+        "expected a WebSocket upgrade (GET with Upgrade: websocket, Sec-WebSocket-Version: 13)"
+    )]
     NotWebSocket,
     #[error("the relay is at its tunnel limit, retry later")]
     TooManyTunnels,
@@ -499,11 +499,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), HandshakeE
     let value = value
         .to_str()
         .map_err(|_| HandshakeError::BadAuth("invalid authentication format"))?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .ok_or(HandshakeError::BadAuth(
-            "invalid authentication format: expected Basic",
-        ))?;
+    let encoded = value.strip_prefix("Basic ").ok_or(HandshakeError::BadAuth(
+        "invalid authentication format: expected Basic",
+    ))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| HandshakeError::BadAuth("invalid authentication encoding"))?;
@@ -519,10 +517,8 @@ fn is_websocket_upgrade(req: &Request) -> bool {
     let h = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         h.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     req.method() == axum::http::Method::GET
@@ -716,10 +712,12 @@ async fn run_tunnel<S>(
         .map(|m| m.services)
         .unwrap_or_default();
     let tunnel = Arc::new(Tunnel {
-        generation: state.tunnels.next_generation.fetch_add(1, Ordering::Relaxed),
+        generation: state
+            .tunnels
+            .next_generation
+            .fetch_add(1, Ordering::Relaxed),
         key: key.clone(),
         session_id: session.id.clone(),
-        system_name: system.name.clone(),
         remote,
         mux: mux.clone(),
         services: RwLock::new(services),
@@ -775,9 +773,12 @@ async fn pick_session(
         Some(s) if s.expires_at > now => s,
         other => {
             if let Some(expired) = other {
-                store.close_session(&expired.id, CloseReason::Timeout).await?;
+                store
+                    .close_session(&expired.id, CloseReason::Timeout)
+                    .await?;
             }
-            let lifetime = i64::try_from(state.config.session_lifetime.as_millis()).unwrap_or(i64::MAX);
+            let lifetime =
+                i64::try_from(state.config.session_lifetime.as_millis()).unwrap_or(i64::MAX);
             store.create_session(&key.system_id, node, lifetime).await?
         }
     };
@@ -930,7 +931,11 @@ fn sanitize_services(
                         .err()
                         .map(|e| e.to_string())
                 })
-                .or_else(|| policy::split_target(&info.target).err().map(|e| e.to_string()));
+                .or_else(|| {
+                    policy::split_target(&info.target)
+                        .err()
+                        .map(|e| e.to_string())
+                });
             if let Some(problem) = &problem {
                 tracing::warn!(%session, service = %name, %problem, "manifest entry dropped");
             }
@@ -1010,7 +1015,11 @@ async fn on_manifest(
     Ok(())
 }
 
-async fn apply_manifest(state: &AppState, tunnel: &Tunnel, services: BTreeMap<String, ServiceInfo>) {
+async fn apply_manifest(
+    state: &AppState,
+    tunnel: &Tunnel,
+    services: BTreeMap<String, ServiceInfo>,
+) {
     let manifest = Manifest {
         version: 1,
         services,
@@ -1048,7 +1057,10 @@ async fn on_diagnostics(
         what: "diagnostics report",
         detail: e.to_string(),
     })?;
-    let saved = state.store.save_diagnostics(&tunnel.session_id, &value).await?;
+    let saved = state
+        .store
+        .save_diagnostics(&tunnel.session_id, &value)
+        .await?;
     tracing::info!(session = %tunnel.session_id, overall = report.overall_status.as_str(), saved, "diagnostics report received");
     Ok(())
 }

@@ -46,7 +46,9 @@ async fn proxies_a_page_a_100_mib_download_and_a_websocket_through_the_agent() {
         "authorization",
         format!("Bearer {}", relay.token).parse().unwrap(),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket through the proxy");
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket through the proxy");
     ws.send(Message::text("echo me")).await.unwrap();
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
     ws.send(Message::binary(big.clone())).await.unwrap();
@@ -68,7 +70,9 @@ async fn an_agent_restarted_within_grace_resumes_the_same_session() {
     assert_eq!(first, again, "the reconnect resumed the same session");
     let all = relay.get_json("/api/v1/sessions").await;
     assert_eq!(all["sessions"].as_array().unwrap().len(), 1, "{all}");
-    let r = relay.get(&format!("/api/v1/sessions/{again}/proxy/demo/hello")).await;
+    let r = relay
+        .get(&format!("/api/v1/sessions/{again}/proxy/demo/hello"))
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -121,7 +125,12 @@ async fn a_wrong_secret_gets_401_and_creates_no_session() {
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("credentials"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("credentials")
+    );
 
     let device = device_server().await;
     let mut agent = Agent::start(&relay, "tth_0000.wrong", &format!("demo={device}"), &[]);
@@ -144,14 +153,21 @@ async fn after_a_relay_restart_agents_resume_and_orphans_close_after_grace() {
 
     relay.restart();
     let again = relay.active_session_with("demo").await;
-    assert_eq!(id, again, "the agent resumed its session after the relay restart");
+    assert_eq!(
+        id, again,
+        "the agent resumed its session after the relay restart"
+    );
 
     // Without its agent, the session does not stay active forever.
     agent.kill();
     relay.restart();
-    eventually("the orphaned session to close", Duration::from_secs(20), || async {
-        let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
-        (s["status"] == "closed").then_some(())
-    })
+    eventually(
+        "the orphaned session to close",
+        Duration::from_secs(20),
+        || async {
+            let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
+            (s["status"] == "closed").then_some(())
+        },
+    )
     .await;
 }

@@ -135,10 +135,6 @@ impl Relay {
         format!("ws://{}/api/tunnel", self.addr)
     }
 
-    pub fn admin(&self, args: &[&str]) -> Value {
-        admin(&self.database, args)
-    }
-
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{}", self.base, path))
@@ -162,25 +158,19 @@ impl Relay {
         v["sessions"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Wait for an active session that publishes `service`; returns its id.
+    /// Wait for an active session whose agent is connected and publishes `service`.
     pub async fn active_session_with(&self, service: &str) -> String {
-        eventually("an active session with the service", DEADLINE, || async {
+        eventually("a connected session with the service", DEADLINE, || async {
             for s in self.sessions("active").await {
                 let id = s["id"].as_str()?.to_owned();
-                let svc = self
-                    .get_json(&format!("/api/v1/sessions/{id}/services"))
-                    .await;
-                if svc["services"].get(service).is_some() {
+                let detail = self.get_json(&format!("/api/v1/sessions/{id}")).await;
+                if detail["connected"] == true && detail["services"].get(service).is_some() {
                     return Some(id);
                 }
             }
             None
         })
         .await
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
     }
 }
 
@@ -221,14 +211,21 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(relay: &Relay, secret: &str, static_services: &str, extra: &[&str]) -> Agent {
-        let n = std::fs::read_dir(relay.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(relay.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let name = format!("agent-{n}");
         let log = relay.dir.path().join(format!("{name}.log"));
         let child = Command::new(agent_bin())
             .args(["--url", &relay.tunnel_url(), "--key", &relay.key])
             .args(["--secret", secret])
             .args(["--static-services", static_services])
-            .args(["--reconnect-delay", "100ms", "--max-reconnect-delay", "500ms"])
+            .args([
+                "--reconnect-delay",
+                "100ms",
+                "--max-reconnect-delay",
+                "500ms",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("HTTPS_PROXY")
@@ -296,7 +293,9 @@ pub async fn device_server() -> SocketAddr {
         Full::new(s.into()).map_err(|never| match never {}).boxed()
     }
 
-    async fn handle(mut req: Request<hyper::body::Incoming>) -> Result<Response<Body>, std::io::Error> {
+    async fn handle(
+        mut req: Request<hyper::body::Incoming>,
+    ) -> Result<Response<Body>, std::io::Error> {
         match req.uri().path() {
             "/hello" => Ok(Response::new(full("hello from the device"))),
             "/headers" => {
@@ -307,7 +306,9 @@ pub async fn device_server() -> SocketAddr {
                     .unwrap_or("")
                     .to_owned();
                 let auth = req.headers().contains_key("authorization");
-                Ok(Response::new(full(format!("host={host} authorization={auth}"))))
+                Ok(Response::new(full(format!(
+                    "host={host} authorization={auth}"
+                ))))
             }
             "/big" => {
                 let chunk = 64 * 1024u64;

@@ -62,7 +62,9 @@ impl RefPeer {
             .encode(format!("{}:{}", relay.key, relay.secret));
         req.headers_mut()
             .insert("authorization", format!("Basic {auth}").parse().unwrap());
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("tunnel handshake");
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("tunnel handshake");
         let (mut sink, mut source) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         // One WebSocket message per write, exactly like the Go WsNetConn.
@@ -167,7 +169,12 @@ impl RefPeer {
         f(&mut self.state.lock().unwrap())
     }
 
-    async fn wait_stream<T>(&self, what: &str, f: impl Fn(&StreamState) -> Option<T>, id: u32) -> T {
+    async fn wait_stream<T>(
+        &self,
+        what: &str,
+        f: impl Fn(&StreamState) -> Option<T>,
+        id: u32,
+    ) -> T {
         eventually(what, DEADLINE, || {
             let r = self.with(|s| s.streams.get(&id).and_then(&f));
             async move { r }
@@ -176,27 +183,36 @@ impl RefPeer {
     }
 }
 
-/// Answer the relay's `CONNECT web` streams with a canned HTTP response.
-async fn serve_connects(peer: &RefPeer, served: &mut std::collections::HashSet<u32>) {
-    let pending: Vec<u32> = peer.with(|s| {
+/// Answer the relay's `CONNECT web` streams: `OK` once the header line is in, then a canned
+/// HTTP response once the request head is in.
+async fn serve_connects(
+    peer: &RefPeer,
+    accepted: &mut std::collections::HashSet<u32>,
+    answered: &mut std::collections::HashSet<u32>,
+) {
+    let streams: Vec<(u32, Vec<u8>)> = peer.with(|s| {
         s.streams
             .iter()
-            .filter(|(id, st)| {
-                *id % 2 == 0 && !served.contains(id) && st.data.windows(2).any(|w| w == b"\r\n\r\n")
-            })
-            .map(|(id, _)| *id)
+            .filter(|(id, _)| *id % 2 == 0 && !answered.contains(*id))
+            .map(|(id, st)| (*id, st.data.clone()))
             .collect()
     });
-    for id in pending {
-        served.insert(id);
-        let req = peer.with(|s| s.streams[&id].data.clone());
-        assert!(req.starts_with(b"CONNECT web\n"), "{:?}", String::from_utf8_lossy(&req));
-        peer.write(id, b"OK\n");
-        peer.write(
-            id,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\nhello from reference",
-        );
-        peer.fin(id);
+    for (id, data) in streams {
+        let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+            continue;
+        };
+        if accepted.insert(id) {
+            assert_eq!(&data[..=nl], b"CONNECT web\n");
+            peer.write(id, b"OK\n");
+        }
+        if data[nl + 1..].windows(4).any(|w| w == b"\r\n\r\n") {
+            answered.insert(id);
+            peer.write(
+                id,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\nhello from reference",
+            );
+            peer.fin(id);
+        }
     }
 }
 
@@ -208,27 +224,42 @@ async fn a_reference_style_agent_is_served() {
     let manifest = br#"{"version":1,"services":{"web":{"target":"127.0.0.1:80","host":"","tls":false,"label":"web"}}}
 "#;
     let m = peer.open_and_send(manifest, true);
-    peer.wait_stream("the manifest stream to be ACKed", |s| s.acked.then_some(()), m)
-        .await;
+    peer.wait_stream(
+        "the manifest stream to be ACKed",
+        |s| s.acked.then_some(()),
+        m,
+    )
+    .await;
     let id = relay.active_session_with("web").await;
 
     let diag = br#"DIAGNOSTICS 1
 {"collected_at":"2026-03-24T19:13:28.123456789+01:00","duration_ms":12,"overall_status":"warning","plugins":[{"id":"system","name":"System","status":"warning","checks":[{"name":"load","status":"warning","value":"2.5","details":{"cpu_count":2}}]}]}
 "#;
     let d = peer.open_and_send(diag, true);
-    peer.wait_stream("the diagnostics stream to be ACKed", |s| s.acked.then_some(()), d)
-        .await;
+    peer.wait_stream(
+        "the diagnostics stream to be ACKed",
+        |s| s.acked.then_some(()),
+        d,
+    )
+    .await;
     let session = eventually("the diagnostics to be stored", DEADLINE, || async {
         let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
         (s["diagnostics"]["overall_status"] == "warning").then_some(s)
     })
     .await;
-    assert_eq!(session["diagnostics"]["plugins"][0]["checks"][0]["details"]["cpu_count"], 2);
+    assert_eq!(
+        session["diagnostics"]["plugins"][0]["checks"][0]["details"]["cpu_count"],
+        2
+    );
 
     // USERS_FETCH with nothing stored: `{}` and a close
     let f = peer.open_and_send(b"USERS_FETCH 1\n", false);
     let reply = peer
-        .wait_stream("the USERS_FETCH reply", |s| s.fin.then(|| s.data.clone()), f)
+        .wait_stream(
+            "the USERS_FETCH reply",
+            |s| s.fin.then(|| s.data.clone()),
+            f,
+        )
         .await;
     assert_eq!(reply, b"{}\n");
 
@@ -244,13 +275,14 @@ async fn a_reference_style_agent_is_served() {
     .await;
 
     // The relay proxies to the reference agent: CONNECT, OK, then raw HTTP.
-    let mut served = std::collections::HashSet::new();
-    let get = relay.get(&format!("/api/v1/sessions/{id}/proxy/web/"));
+    let (mut accepted, mut answered) = Default::default();
+    let path = format!("/api/v1/sessions/{id}/proxy/web/");
+    let get = relay.get(&path);
     tokio::pin!(get);
     let resp = loop {
         tokio::select! {
             r = &mut get => break r,
-            _ = tokio::time::sleep(Duration::from_millis(5)) => serve_connects(&peer, &mut served).await,
+            _ = tokio::time::sleep(Duration::from_millis(5)) => serve_connects(&peer, &mut accepted, &mut answered).await,
         }
     };
     assert_eq!(resp.status(), 200);
