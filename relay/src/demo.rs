@@ -69,7 +69,9 @@ async fn demo_web_service() -> Result<SocketAddr, DemoError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("bind the demo web service"))?;
-    let addr = listener.local_addr().map_err(io("demo web service address"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("demo web service address"))?;
     let app = Router::new().route("/", get(|| async { Html(PAGE) }));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -135,11 +137,11 @@ pub async fn run(
         if relay.is_finished() {
             break;
         }
-        if let Some(s) = store.list_sessions(&filter).await?.into_iter().next() {
-            if s.services.is_some() {
-                session = Some(s.id);
-                break;
-            }
+        if let Some(s) = store.list_sessions(&filter).await?.into_iter().next()
+            && s.services.is_some()
+        {
+            session = Some(s.id);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

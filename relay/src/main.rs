@@ -12,10 +12,19 @@ use tether_relay::crypto::DataKey;
 use tether_relay::store::Store;
 
 #[derive(Parser)]
-#[command(name = "tether-relay", version, about = "Tether relay: agent tunnels, sessions and the operator API")]
+#[command(
+    name = "tether-relay",
+    version,
+    about = "Tether relay: agent tunnels, sessions and the operator API"
+)]
 struct Cli {
     /// Database URL: sqlite://PATH (created if missing) or postgres://...
-    #[arg(long, env = "TETHER_DATABASE", default_value = "sqlite://./tether.db", global = true)]
+    #[arg(
+        long,
+        env = "TETHER_DATABASE",
+        default_value = "sqlite://./tether.db",
+        global = true
+    )]
     database: String,
     /// File with the 32-byte key that encrypts stored credentials (created if missing).
     /// Default: beside an SQLite database, else ./tether-relay.key.
@@ -108,7 +117,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether-relay: cannot start the async runtime: {e}");

@@ -85,9 +85,13 @@ impl Sessions {
                 .close(&session_id, CloseReason::Disconnect, "relay")
                 .await
             {
-                Ok(true) => tracing::info!(session = %session_id, "grace period over: session closed"),
+                Ok(true) => {
+                    tracing::info!(session = %session_id, "grace period over: session closed")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::error!(session = %session_id, error = %e, "cannot close session after grace"),
+                Err(e) => {
+                    tracing::error!(session = %session_id, error = %e, "cannot close session after grace")
+                }
             }
         });
     }

@@ -256,7 +256,13 @@ impl Tunnel {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        // A removal of a service the agent discovered itself changes nothing and brings no
+        // manifest: wait less for it.
+        let patience = match cmd {
+            Command::AddServices { .. } => Duration::from_secs(5),
+            Command::RemoveServices { .. } => Duration::from_secs(1),
+        };
+        let _ = tokio::time::timeout(patience, wait).await;
         Ok(())
     }
 
@@ -368,14 +374,13 @@ impl Registry {
         let mut inner = lock(&self.inner);
         inner.graces.remove(&tunnel.key);
         let old = inner.by_key.insert(tunnel.key.clone(), tunnel.clone());
-        if let Some(old) = &old {
-            if inner
+        if let Some(old) = &old
+            && inner
                 .by_session
                 .get(&old.session_id)
                 .is_some_and(|t| Arc::ptr_eq(t, old))
-            {
-                inner.by_session.remove(&old.session_id);
-            }
+        {
+            inner.by_session.remove(&old.session_id);
         }
         inner.by_session.insert(tunnel.session_id.clone(), tunnel);
         old
@@ -529,33 +534,12 @@ fn is_websocket_upgrade(req: &Request) -> bool {
         && h.contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
-/// The address a request comes from: X-Forwarded-For is believed only from trusted proxies,
-/// and then its right-most untrusted hop is taken.
-pub fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let peer_ip = peer.ip().to_canonical();
-    if !state.config.is_trusted_proxy(peer_ip) {
-        return peer_ip;
-    }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .map(|ip| ip.to_canonical())
-        .find(|ip| !state.config.is_trusted_proxy(*ip))
-        .unwrap_or(peer_ip)
-}
-
 async fn handshake(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    match accept(state, peer, req).await {
+    match accept(state.clone(), peer, req).await {
         Ok(resp) => resp,
         Err(e) => {
             let reason = match &e {
@@ -566,6 +550,7 @@ async fn handshake(
                 }
                 _ => "other",
             };
+            state.metrics.reject(reason);
             tracing::info!(%peer, reason, error = %e, "tunnel handshake refused");
             e.into_response()
         }
@@ -580,7 +565,7 @@ async fn accept(
     if req.headers().contains_key(header::ORIGIN) {
         return Err(HandshakeError::BrowserOrigin);
     }
-    let remote = client_address(&state, peer, req.headers());
+    let remote = crate::auth::client_ip(peer, req.headers(), &state.config.trusted_proxies);
     if !state.limits.per_ip.allow(&remote.to_string()) {
         return Err(HandshakeError::RateLimitedAddress);
     }
@@ -862,6 +847,7 @@ async fn agent_stream(
         }
         buf.extend_from_slice(&chunk[..n]);
     };
+    state.metrics.control_stream(kind_name(kind));
     let body_limit = match kind {
         AgentStream::Manifest => MAX_CONTROL_STREAM_BYTES,
         AgentStream::Diagnostics => MAX_DIAGNOSTICS_BYTES,

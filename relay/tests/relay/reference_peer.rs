@@ -109,7 +109,7 @@ impl RefPeer {
                         }
                         DATA | WINDOW_UPDATE => {
                             let stream = s.streams.entry(id).or_default();
-                            if flags & SYN != 0 && id % 2 == 0 {
+                            if flags & SYN != 0 && id.is_multiple_of(2) {
                                 // Accept(): a window update carrying ACK
                                 let _ = tx.send(header(WINDOW_UPDATE, ACK, id, 0));
                             }
@@ -193,7 +193,7 @@ async fn serve_connects(
     let streams: Vec<(u32, Vec<u8>)> = peer.with(|s| {
         s.streams
             .iter()
-            .filter(|(id, _)| *id % 2 == 0 && !answered.contains(*id))
+            .filter(|(id, _)| id.is_multiple_of(2) && !answered.contains(*id))
             .map(|(id, st)| (*id, st.data.clone()))
             .collect()
     });
