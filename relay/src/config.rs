@@ -69,8 +69,8 @@ impl ServeConfig {
         if self.max_streams_per_tunnel == 0 {
             return Err("--max-streams-per-tunnel must be at least 1".into());
         }
-        if self.session_lifetime < Duration::from_secs(60) {
-            return Err("--session-lifetime must be at least 1m".into());
+        if self.session_lifetime < Duration::from_secs(1) {
+            return Err("--session-lifetime must be at least 1s".into());
         }
         if self.sweep_interval.is_zero() {
             return Err("--sweep-interval must be more than 0".into());

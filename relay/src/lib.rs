@@ -82,6 +82,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(tunnel::router())
         .merge(api::router())
+        .fallback(api::not_found)
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state)
 }

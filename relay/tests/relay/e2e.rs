@@ -56,6 +56,29 @@ async fn proxies_a_page_a_100_mib_download_and_a_websocket_through_the_agent() {
     assert_eq!(first.into_text().unwrap().as_str(), "echo me");
     let second = ws.next().await.unwrap().unwrap();
     assert_eq!(second.into_data().as_ref(), big.as_slice());
+
+    let metrics = reqwest::get(format!("{}/metrics", relay.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tether_tunnels_connected 1",
+        "tether_tunnel_connects_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} missing:\n{metrics}"
+        );
+    }
+    let bytes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_bytes_from_agent_total "))
+        .expect("bytes from agent")
+        .parse()
+        .unwrap();
+    assert!(bytes >= BIG as f64, "{bytes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,4 +193,20 @@ async fn after_a_relay_restart_agents_resume_and_orphans_close_after_grace() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_stops_its_agent() {
+    let relay = Relay::start(&["--session-lifetime", "2s", "--sweep-interval", "200ms"]).await;
+    let device = device_server().await;
+    let mut agent = Agent::start(&relay, &relay.secret, &format!("demo={device}"), &[]);
+    let id = relay.active_session_with("demo").await;
+    assert_eq!(
+        agent.wait_exit(DEADLINE).await.code(),
+        Some(3),
+        "{}",
+        agent.output()
+    );
+    let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!(s["status"], "expired", "{s}");
 }

@@ -46,6 +46,7 @@ struct PeerState {
     streams: HashMap<u32, StreamState>,
     pongs: u64,
     pings_answered: u64,
+    closed: bool,
 }
 
 /// The reference-like agent.
@@ -132,6 +133,7 @@ impl RefPeer {
                     }
                 }
             }
+            st.lock().unwrap().closed = true;
         });
         RefPeer {
             out,
@@ -167,6 +169,14 @@ impl RefPeer {
 
     fn with<T>(&self, f: impl FnOnce(&mut PeerState) -> T) -> T {
         f(&mut self.state.lock().unwrap())
+    }
+
+    async fn wait_closed(&self) {
+        eventually("the peer's tunnel to close", DEADLINE, || {
+            let closed = self.with(|s| s.closed);
+            async move { closed.then_some(()) }
+        })
+        .await
     }
 
     async fn wait_stream<T>(
@@ -293,4 +303,42 @@ async fn a_reference_style_agent_is_served() {
     assert_eq!(s["status"], "active");
     let pongs = peer.with(|s| s.pongs);
     assert!(pongs >= 10, "the relay answered only {pongs} pings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tunnel_replaces_the_first_without_being_torn_down() {
+    let relay = Relay::start(&[]).await;
+    let manifest = br#"{"version":1,"services":{"web":{"target":"127.0.0.1:80","host":"","tls":false,"label":"web"}}}
+"#;
+    let mut first = RefPeer::connect(&relay).await;
+    first.open_and_send(manifest, true);
+    let id = relay.active_session_with("web").await;
+
+    let mut second = RefPeer::connect(&relay).await;
+    first.wait_closed().await;
+    second.open_and_send(manifest, true);
+
+    // The replaced tunnel's cleanup has run; the successor still serves the same session.
+    let path = format!("/api/v1/sessions/{id}/proxy/web/");
+    for _ in 0..3 {
+        let (mut accepted, mut answered) = Default::default();
+        let get = relay.get(&path);
+        tokio::pin!(get);
+        let resp = loop {
+            tokio::select! {
+                r = &mut get => break r,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => serve_connects(&second, &mut accepted, &mut answered).await,
+            }
+        };
+        assert_eq!(resp.status(), 200);
+    }
+    let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!(
+        (s["status"].as_str(), s["connected"].as_bool()),
+        (Some("active"), Some(true)),
+        "{s}"
+    );
+    assert!(!second.with(|s| s.closed));
+    let all = relay.get_json("/api/v1/sessions").await;
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 1, "{all}");
 }
