@@ -1,1 +1,304 @@
-fn main() {}
+//! `tether-agent`: the flags and environment variables of the reference `tunnel-client` into an
+//! [`AgentConfig`], tracing, [`agent::run`], and an exit code a service manager can act on:
+//! 0 stopped by SIGINT/SIGTERM, 1 unusable configuration, 2 usage error, 3 the relay closed
+//! the support session (do not restart).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_core::agent::{self, AgentConfig, AgentError, ProxySettings, RunOutcome, Secret};
+use agent_core::exclude::ExcludeSet;
+use agent_core::services::parse_static_services;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+
+/// Exit code when the relay ended the support session (close code 4000).
+const EXIT_SESSION_CLOSED: u8 = 3;
+/// Exit code for an unusable configuration.
+const EXIT_CONFIG: u8 = 1;
+
+/// Tether remote-support agent (drop-in replacement for tunnel-client).
+#[derive(Parser, Debug)]
+#[command(name = "tether-agent", version, about)]
+struct Cli {
+    /// Relay WebSocket URL, e.g. wss://my.example.com/support/api/tunnel
+    #[arg(short = 'u', long, env = "SUPPORT_URL", value_name = "URL")]
+    url: String,
+    /// System key (Basic-auth user)
+    #[arg(short = 'k', long, env = "SYSTEM_KEY", value_name = "KEY")]
+    key: String,
+    /// System secret (Basic-auth password)
+    #[arg(
+        short = 's',
+        long,
+        env = "SYSTEM_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    secret: Secret,
+    /// Cluster node id (1 to 10 digits), sent as node_id
+    #[arg(short = 'n', long, env = "NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Static services: name=host:port[:host=vhost][:tls],...
+    #[arg(long, env = "STATIC_SERVICES", value_name = "LIST", default_value = "")]
+    static_services: String,
+    /// Comma-separated globs of service names to leave out
+    #[arg(
+        long,
+        env = "EXCLUDE_PATTERNS",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    exclude: String,
+    /// Do not verify the relay certificate (env TLS_INSECURE=true)
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    tls_insecure: Option<String>,
+    /// First reconnect delay (Go duration: 300ms, 5s, 1m30s)
+    #[arg(
+        long,
+        env = "RECONNECT_DELAY",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    reconnect_delay: String,
+    /// Reconnect delay cap (Go duration)
+    #[arg(
+        long,
+        env = "MAX_RECONNECT_DELAY",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    max_reconnect_delay: String,
+    /// PEM file of extra trusted roots for the relay certificate
+    #[arg(long, env = "TETHER_CA_FILE", value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// SHA-256 of the relay certificate's public key (hex or base64); the chain then need not verify
+    #[arg(long, env = "TETHER_RELAY_PIN", value_name = "SHA256")]
+    relay_pin: Option<String>,
+
+    #[command(flatten)]
+    later: NotYetSupported,
+}
+
+/// Keeps the secret out of `Debug` output from the moment it is parsed.
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+/// Reference flags the agent does not implement yet: accepted so that existing unit files keep
+/// working, and ignored with a log line.
+#[derive(clap::Args, Debug, Default)]
+struct NotYetSupported {
+    /// (not supported yet, ignored)
+    #[arg(short = 'r', long, env = "REDIS_ADDR", value_name = "ADDR")]
+    redis_addr: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "DISCOVERY_INTERVAL", value_name = "DURATION")]
+    discovery_interval: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "DIAGNOSTICS_DIR", value_name = "DIR")]
+    diagnostics_dir: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "DIAGNOSTICS_PLUGIN_TIMEOUT", value_name = "DURATION")]
+    diagnostics_plugin_timeout: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "DIAGNOSTICS_TOTAL_TIMEOUT", value_name = "DURATION")]
+    diagnostics_total_timeout: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "USERS_DIR", value_name = "DIR")]
+    users_dir: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "USERS_PLUGIN_TIMEOUT", value_name = "DURATION")]
+    users_plugin_timeout: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "USERS_TOTAL_TIMEOUT", value_name = "DURATION")]
+    users_total_timeout: Option<String>,
+    /// (not supported yet, ignored)
+    #[arg(long, env = "USERS_STATE_FILE", value_name = "PATH")]
+    users_state_file: Option<String>,
+}
+
+impl NotYetSupported {
+    /// The flags that were given (by flag or environment).
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--redis-addr", self.redis_addr.is_some()),
+            ("--discovery-interval", self.discovery_interval.is_some()),
+            ("--diagnostics-dir", self.diagnostics_dir.is_some()),
+            (
+                "--diagnostics-plugin-timeout",
+                self.diagnostics_plugin_timeout.is_some(),
+            ),
+            (
+                "--diagnostics-total-timeout",
+                self.diagnostics_total_timeout.is_some(),
+            ),
+            ("--users-dir", self.users_dir.is_some()),
+            (
+                "--users-plugin-timeout",
+                self.users_plugin_timeout.is_some(),
+            ),
+            ("--users-total-timeout", self.users_total_timeout.is_some()),
+            ("--users-state-file", self.users_state_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+}
+
+/// A flag with a value the agent cannot use.
+#[derive(Debug, PartialEq, Eq)]
+struct FlagError {
+    flag: String,
+    message: String,
+}
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.flag, self.message)
+    }
+}
+
+fn flag_error(flag: &str, message: impl std::fmt::Display) -> FlagError {
+    FlagError {
+        flag: flag.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// The flag (or variable) a config setting comes from.
+fn flag_for(setting: &str) -> String {
+    if setting.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+        // environment-only settings (HTTPS_PROXY ...)
+        return setting.to_owned();
+    }
+    format!("--{}", setting.replace('_', "-"))
+}
+
+/// Turns the parsed flags into a validated config. `tls_insecure_env` is the value of
+/// `TLS_INSECURE` (only `"true"` counts, like the reference).
+fn build_config(
+    cli: &Cli,
+    tls_insecure_env: Option<&str>,
+    proxy: ProxySettings,
+) -> Result<AgentConfig, FlagError> {
+    let mut config = AgentConfig::new(&cli.url, &cli.key, cli.secret.clone());
+    config.proxy = proxy;
+    config.node_id = cli.node_id.clone().filter(|n| !n.is_empty());
+    config.static_services = parse_static_services(&cli.static_services)
+        .map_err(|e| flag_error("--static-services", e))?;
+    config.exclude = ExcludeSet::parse(&cli.exclude).map_err(|e| flag_error("--exclude", e))?;
+    config.tls_insecure = match cli.tls_insecure.as_deref() {
+        Some(v) => agent::parse_go_bool(v).map_err(|e| flag_error("--tls-insecure", e))?,
+        None => tls_insecure_env == Some("true"),
+    };
+    config.reconnect_delay = agent::parse_go_duration(&cli.reconnect_delay)
+        .map_err(|e| flag_error("--reconnect-delay", e))?;
+    config.max_reconnect_delay = agent::parse_go_duration(&cli.max_reconnect_delay)
+        .map_err(|e| flag_error("--max-reconnect-delay", e))?;
+    config.ca_file = cli.ca_file.clone();
+    config.relay_pin = cli
+        .relay_pin
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(agent::parse_relay_pin)
+        .transpose()
+        .map_err(|e| flag_error("--relay-pin", e))?;
+    config
+        .validate()
+        .map_err(|e| flag_error(&flag_for(e.setting()), e))?;
+    Ok(config)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot watch SIGTERM: {e}"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let empty: Vec<&str> = [
+        ("--url", cli.url.is_empty()),
+        ("--key", cli.key.is_empty()),
+        ("--secret", cli.secret.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, empty)| empty.then_some(flag))
+    .collect();
+    if !empty.is_empty() {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                format!("{} must not be empty", empty.join(", ")),
+            )
+            .exit();
+    }
+    init_tracing();
+    for flag in cli.later.given() {
+        tracing::warn!("{flag} is not supported yet, ignored");
+    }
+    let tls_insecure_env = std::env::var("TLS_INSECURE").ok();
+    let config = match build_config(&cli, tls_insecure_env.as_deref(), ProxySettings::from_env()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tether-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::run(config, shutdown_signal())) {
+        Ok(RunOutcome::Shutdown) => ExitCode::SUCCESS,
+        Ok(RunOutcome::SessionClosed) => ExitCode::from(EXIT_SESSION_CLOSED),
+        Err(AgentError::Config(e)) => {
+            eprintln!("tether-agent: {}: {e}", flag_for(e.setting()));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("tether-agent: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
