@@ -320,8 +320,8 @@ async fn a_second_tunnel_replaces_the_first_without_being_torn_down() {
 
     // The replaced tunnel's cleanup has run; the successor still serves the same session.
     let path = format!("/api/v1/sessions/{id}/proxy/web/");
+    let (mut accepted, mut answered) = Default::default();
     for _ in 0..3 {
-        let (mut accepted, mut answered) = Default::default();
         let get = relay.get(&path);
         tokio::pin!(get);
         let resp = loop {
