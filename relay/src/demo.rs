@@ -107,7 +107,13 @@ pub async fn run(
 
     let web = demo_web_service().await?;
     let mut config = ServeConfig::demo_defaults();
-    config.listen = args.listen;
+    let mut listen = args.listen;
+    if listen.port() == 0 {
+        // The agent needs the port before the relay starts: take a free one now.
+        let probe = std::net::TcpListener::bind(listen).map_err(io(format!("bind {listen}")))?;
+        listen = probe.local_addr().map_err(io("probe address"))?;
+    }
+    config.listen = listen;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let relay_db = db.clone();
     let relay = tokio::spawn(async move {
@@ -119,7 +125,7 @@ pub async fn run(
 
     let agent_bin = agent_path(&args);
     let mut agent = tokio::process::Command::new(&agent_bin)
-        .args(["--url", &format!("ws://{}/api/tunnel", args.listen)])
+        .args(["--url", &format!("ws://{listen}/api/tunnel")])
         .args(["--key", &creds.key])
         .args(["--secret", creds.secret.expose()])
         .args(["--static-services", &format!("demo-web={web}")])
@@ -152,7 +158,7 @@ pub async fn run(
             _ => Err(DemoError::AgentTimeout),
         };
     };
-    let base = format!("http://{}", args.listen);
+    let base = format!("http://{listen}");
     println!();
     println!("Tether demo is running: relay {base}, one agent connected (session {session}).");
     println!("Operator API token: {}", token.expose());

@@ -4,6 +4,9 @@
 #[path = "relay/harness.rs"]
 mod harness;
 
+#[path = "relay/demo.rs"]
+mod demo;
+
 #[path = "relay/e2e.rs"]
 mod e2e;
 
