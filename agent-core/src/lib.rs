@@ -4,7 +4,7 @@
 //!
 //! * the **protocol layer** (`#![no_std]` + `alloc`, always built): wire codecs for header
 //!   lines, replies and terminal frames ([`wire`]), the JSON/postcard documents ([`document`]),
-//!   service-name rules and the target policy ([`policy`]), the static-service syntax and the
+//!   service-name rules and the target policy ([`policy`]), redacted secrets ([`secret`]), the static-service syntax and the
 //!   agent's service catalogue ([`services`]), exclude globs ([`exclude`]) and the reconnect
 //!   backoff ([`backoff`]). No clock, no sockets: time and randomness come in as arguments.
 //! * the **runtime layer**, behind features: `mux` is the WebSocket/yamux transport that the
@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod document;
 pub mod exclude;
 pub mod policy;
+pub mod secret;
 pub mod services;
 pub mod wire;
 

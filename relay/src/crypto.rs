@@ -69,40 +69,8 @@ pub enum CryptoError {
     PasswordHash(String),
 }
 
-/// A secret string (system secret, password, token). `Debug` and `Display` print `***`;
-/// only [`Secret::expose`] gives the content, so a secret never reaches a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself: call only where it must leave the process (shown once to an admin).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Secret {
-        Secret(value)
-    }
-}
+/// Secrets (system secrets, passwords, tokens) are redacted in `Debug` and `Display`.
+pub use agent_core::secret::Secret;
 
 /// The 32-byte key that encrypts secrets at rest (users reports).
 #[derive(Clone)]
@@ -230,7 +198,7 @@ pub fn generate_system_key() -> Result<String, CryptoError> {
 pub fn generate_system_secret() -> Result<Secret, CryptoError> {
     let public: [u8; 10] = random_bytes()?;
     let private: [u8; 20] = random_bytes()?;
-    Ok(Secret(format!(
+    Ok(Secret::new(format!(
         "{SYSTEM_SECRET_PREFIX}{}.{}",
         hex::encode(public),
         hex::encode(private)
@@ -293,7 +261,7 @@ pub fn generate_password() -> Result<Secret, CryptoError> {
             }
         }
     }
-    Ok(Secret(out))
+    Ok(Secret::new(out))
 }
 
 /// argon2id PHC string of `password` (default parameters of the argon2 crate). CPU-heavy: call
@@ -321,7 +289,7 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 /// A new API token: `tta_` + 64 lowercase hex.
 pub fn generate_token() -> Result<Secret, CryptoError> {
     let bytes: [u8; 32] = random_bytes()?;
-    Ok(Secret(format!("{TOKEN_PREFIX}{}", hex::encode(bytes))))
+    Ok(Secret::new(format!("{TOKEN_PREFIX}{}", hex::encode(bytes))))
 }
 
 /// The stored form of an API token: lowercase hex SHA-256. Tokens have 256 random bits, so a

@@ -47,6 +47,9 @@ async fn the_demo_serves_the_device_page_through_the_relay() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait().unwrap();
-    assert!(status.success(), "the demo stops cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "the demo stops cleanly on SIGTERM: {status}"
+    );
     assert!(body.contains("Hello from the demo device"), "{body}");
 }
