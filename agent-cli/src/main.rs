@@ -12,6 +12,8 @@ use agent_core::services::parse_static_services;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
+mod diagnostics;
+
 /// Exit code when the relay ended the support session (close code 4000).
 const EXIT_SESSION_CLOSED: u8 = 3;
 /// Exit code for an unusable configuration.
@@ -19,7 +21,13 @@ const EXIT_CONFIG: u8 = 1;
 
 /// Tether remote-support agent (drop-in replacement for tunnel-client).
 #[derive(Parser, Debug)]
-#[command(name = "tether-agent", version, about)]
+#[command(
+    name = "tether-agent",
+    version,
+    about,
+    after_help = "Local commands: `tether-agent diagnostics [--json]` prints the health report; \
+                  `tether-agent plugin check <file>` validates a diagnostics plugin."
+)]
 struct Cli {
     /// Relay WebSocket URL, e.g. wss://my.example.com/support/api/tunnel
     #[arg(short = 'u', long, env = "SUPPORT_URL", value_name = "URL")]
@@ -82,6 +90,16 @@ struct Cli {
     /// SHA-256 of the relay certificate's public key (hex or base64); the chain then need not verify
     #[arg(long, env = "TETHER_RELAY_PIN", value_name = "SHA256")]
     relay_pin: Option<String>,
+    /// Refuse web terminals (CONNECT terminal); the relay is told so and hides the terminal
+    #[arg(long, env = "TETHER_NO_TERMINAL")]
+    no_terminal: bool,
+    /// User whose login shell the web terminal runs (default: the agent's own user; another
+    /// user needs root)
+    #[arg(long, env = "TETHER_TERMINAL_USER", value_name = "USER")]
+    terminal_user: Option<String>,
+
+    #[command(flatten)]
+    diagnostics: diagnostics::DiagnosticsFlags,
 
     #[command(flatten)]
     later: NotYetSupported,
@@ -103,15 +121,6 @@ struct NotYetSupported {
     #[arg(long, env = "DISCOVERY_INTERVAL", value_name = "DURATION")]
     discovery_interval: Option<String>,
     /// (not supported yet, ignored)
-    #[arg(long, env = "DIAGNOSTICS_DIR", value_name = "DIR")]
-    diagnostics_dir: Option<String>,
-    /// (not supported yet, ignored)
-    #[arg(long, env = "DIAGNOSTICS_PLUGIN_TIMEOUT", value_name = "DURATION")]
-    diagnostics_plugin_timeout: Option<String>,
-    /// (not supported yet, ignored)
-    #[arg(long, env = "DIAGNOSTICS_TOTAL_TIMEOUT", value_name = "DURATION")]
-    diagnostics_total_timeout: Option<String>,
-    /// (not supported yet, ignored)
     #[arg(long, env = "USERS_DIR", value_name = "DIR")]
     users_dir: Option<String>,
     /// (not supported yet, ignored)
@@ -131,15 +140,6 @@ impl NotYetSupported {
         [
             ("--redis-addr", self.redis_addr.is_some()),
             ("--discovery-interval", self.discovery_interval.is_some()),
-            ("--diagnostics-dir", self.diagnostics_dir.is_some()),
-            (
-                "--diagnostics-plugin-timeout",
-                self.diagnostics_plugin_timeout.is_some(),
-            ),
-            (
-                "--diagnostics-total-timeout",
-                self.diagnostics_total_timeout.is_some(),
-            ),
             ("--users-dir", self.users_dir.is_some()),
             (
                 "--users-plugin-timeout",
@@ -205,6 +205,18 @@ fn build_config(
     config.max_reconnect_delay = agent::parse_go_duration(&cli.max_reconnect_delay)
         .map_err(|e| flag_error("--max-reconnect-delay", e))?;
     config.ca_file = cli.ca_file.clone();
+    config.diagnostics = cli
+        .diagnostics
+        .to_config()
+        .map_err(|(flag, e)| flag_error(flag, e))?;
+    config.terminal = agent::terminal::TerminalSettings {
+        enabled: !cli.no_terminal,
+        user: cli.terminal_user.clone().filter(|u| !u.is_empty()),
+    };
+    config
+        .terminal
+        .check()
+        .map_err(|e| flag_error("--terminal-user", e))?;
     config.relay_pin = cli
         .relay_pin
         .as_deref()
@@ -247,7 +259,11 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = diagnostics::dispatch(&args) {
+        return code;
+    }
+    let cli = Cli::parse_from(args);
     let empty: Vec<&str> = [
         ("--url", cli.url.is_empty()),
         ("--key", cli.key.is_empty()),

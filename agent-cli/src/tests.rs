@@ -142,7 +142,7 @@ fn reference_flags_not_implemented_yet_are_accepted() {
         "--users-state-file",
         "/var/run/my-support-users.json",
     ]);
-    assert_eq!(cli.later.given().len(), 9);
+    assert_eq!(cli.later.given().len(), 6);
     assert!(config(&["--redis-addr", "127.0.0.1:6379"]).is_ok());
 }
 
@@ -235,4 +235,50 @@ fn env_child() {
     // a flag wins over its variable
     let cli = Cli::try_parse_from(["tether-agent", "-k", "FLAG-KEY"]).unwrap();
     assert_eq!(cli.key, "FLAG-KEY");
+}
+
+#[test]
+fn terminal_flags_switch_it_off_or_name_its_user() {
+    let on = config_of(&[]);
+    assert!(on.terminal.enabled);
+    assert_eq!(on.terminal.user, None);
+    let off = config_of(&["--no-terminal", "--terminal-user", "no-such-user-here"]);
+    assert!(!off.terminal.enabled, "a disabled terminal needs no user");
+    let e = config(&["--terminal-user", "no-such-user-here"]).unwrap_err();
+    assert_eq!(e.flag, "--terminal-user");
+    assert!(e.message.contains("unknown user"), "{e}");
+}
+
+#[test]
+fn diagnostics_flags_become_the_runtime_settings() {
+    let c = config_of(&[
+        "--diagnostics-dir",
+        "/usr/share/my/diagnostics.d",
+        "--diagnostics-plugin-timeout",
+        "2s",
+        "--diagnostics-total-timeout=7s",
+        "--diagnostics-interval",
+        "0",
+        "--diagnostics-thresholds",
+        "ram=80:90",
+    ]);
+    let d = &c.diagnostics;
+    assert_eq!(
+        d.dir.as_deref(),
+        Some(std::path::Path::new("/usr/share/my/diagnostics.d"))
+    );
+    assert_eq!(d.plugin_timeout, Duration::from_secs(2));
+    assert_eq!(d.total_timeout, Duration::from_secs(7));
+    assert!(d.interval.is_zero());
+    assert_eq!(d.thresholds.ram_critical, 90.0);
+    let defaults = config_of(&[]).diagnostics;
+    assert_eq!(
+        defaults.dir.as_deref(),
+        Some(std::path::Path::new("/usr/share/tether/diagnostics.d"))
+    );
+    assert_eq!(defaults.interval, Duration::from_secs(300));
+    let e = config(&["--diagnostics-plugin-timeout", "0"]).unwrap_err();
+    assert_eq!(e.flag, "--diagnostics-plugin-timeout");
+    let e = config(&["--diagnostics-thresholds", "ram=99:1"]).unwrap_err();
+    assert_eq!(e.flag, "--diagnostics-thresholds");
 }

@@ -27,11 +27,13 @@ use crate::transport::{self, Keepalive, Mode};
 
 pub mod config;
 mod connection;
+pub mod diagnostics;
 mod dial;
 mod manifest;
 mod proxy;
 mod streams;
 mod target;
+pub mod terminal;
 mod tls;
 
 pub use config::{
@@ -98,6 +100,9 @@ pub async fn run(
         target_tls,
         connect_timeout: config.connect_timeout,
         manifest_interval: config.manifest_interval,
+        terminal: Arc::new(config.terminal.clone()),
+        diagnostics: Arc::new(diagnostics::for_agent(&config)),
+        diagnostics_cache: Arc::default(),
     };
     let emit = |event: AgentEvent| {
         if let Some(handler) = &config.on_event {

@@ -18,6 +18,13 @@ pub const FRAME_LENGTH_BYTES: usize = 4;
 
 /// Reserved `CONNECT` name that opens a terminal instead of a service.
 pub const TERMINAL_SERVICE: &str = "terminal";
+/// Upgrade-request header with which an agent offers protocol version 2; a relay that speaks
+/// it answers 101 with the same header (PROTOCOL section 9).
+pub const PROTOCOL_HEADER: &str = "x-tether-protocol";
+/// The value of [`PROTOCOL_HEADER`] for version 2.
+pub const PROTOCOL_V2: &str = "2";
+/// Longest operator name a v2 relay may append to `CONNECT terminal` (the relay's name rule).
+pub const MAX_OPERATOR_NAME: usize = 64;
 /// The only `COMMAND` version this crate speaks.
 pub const COMMAND_VERSION: &str = "1";
 
@@ -140,6 +147,9 @@ pub enum RelayStream {
     Connect(String),
     /// `CONNECT terminal`: a PTY shell.
     Terminal,
+    /// `CONNECT terminal <operator>`: a PTY shell opened for a named operator (protocol v2
+    /// only: a relay sends it only to agents that offered `X-Tether-Protocol: 2`).
+    TerminalFor(String),
     /// `COMMAND 1`: one JSON command follows.
     Command,
 }
@@ -150,6 +160,16 @@ impl RelayStream {
         if let Some(name) = line.strip_prefix("CONNECT ") {
             if name == TERMINAL_SERVICE {
                 return Ok(RelayStream::Terminal);
+            }
+            if let Some(operator) = name
+                .strip_prefix(TERMINAL_SERVICE)
+                .and_then(|rest| rest.strip_prefix(' '))
+            {
+                return if is_operator_name(operator) {
+                    Ok(RelayStream::TerminalFor(String::from(operator)))
+                } else {
+                    Err(WireError::BadServiceName(shown(name)))
+                };
             }
             return match policy::validate_connect_name(name) {
                 Ok(()) => Ok(RelayStream::Connect(String::from(name))),
@@ -171,9 +191,20 @@ impl RelayStream {
         match self {
             RelayStream::Connect(name) => format!("CONNECT {name}\n"),
             RelayStream::Terminal => format!("CONNECT {TERMINAL_SERVICE}\n"),
+            RelayStream::TerminalFor(operator) => format!("CONNECT {TERMINAL_SERVICE} {operator}\n"),
             RelayStream::Command => format!("COMMAND {COMMAND_VERSION}\n"),
         }
     }
+}
+
+/// Whether `name` can travel as the operator of `CONNECT terminal <operator>`: 1 to
+/// [`MAX_OPERATOR_NAME`] of `[A-Za-z0-9._-]`, the relay's rule for operator names.
+pub fn is_operator_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_OPERATOR_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Streams the agent opens towards the relay (PROTOCOL section 3).

@@ -18,9 +18,11 @@
 //! | DELETE | `/api/v1/sessions/{id}/services/{name}` | operator |
 //! | ANY | `/api/v1/sessions/{id}/proxy/{service}[/{path}]` | operator |
 //! | GET | `/api/v1/audit?session=&actor=&action=&limit=` | admin |
+//! | GET | `/api/v1/sessions/{id}/diagnostics`, `/api/v1/systems/{id}/diagnostics` | viewer |
 //! | GET | `/healthz`, `/metrics` | none |
 
 mod audit;
+mod diagnostics;
 mod services;
 mod sessions;
 mod systems;
@@ -69,6 +71,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/proxy/{service}/", proxied.clone())
         .route("/api/v1/sessions/{id}/proxy/{service}/{*path}", proxied)
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/sessions/{id}/diagnostics", get(diagnostics::for_session))
+        .route("/api/v1/systems/{id}/diagnostics", get(diagnostics::for_system))
 }
 
 /// Fallback for unknown paths, in the API's error format (the lead may mount it with

@@ -61,6 +61,24 @@ pub struct ServeConfig {
     /// How long an agent may take to send one control stream (manifest, diagnostics, users).
     #[arg(long, env = "TETHER_CONTROL_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub control_timeout: Duration,
+    /// Diagnostics reports kept per session (the latest is always kept).
+    #[arg(long, env = "TETHER_DIAGNOSTICS_HISTORY", default_value_t = crate::store::DEFAULT_DIAGNOSTICS_HISTORY, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub diagnostics_history: i64,
+    /// Lifetime of a one-time web terminal ticket.
+    #[arg(long, env = "TETHER_TERMINAL_TICKET_TTL", default_value = "30s", value_parser = duration)]
+    pub terminal_ticket_ttl: Duration,
+    /// A web terminal with no frame either way for this long is closed.
+    #[arg(long, env = "TETHER_TERMINAL_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
+    pub terminal_idle_timeout: Duration,
+    /// Directory of the web terminal recordings (asciicast v2 files).
+    #[arg(long, env = "TETHER_RECORDINGS_DIR", default_value = "./recordings")]
+    pub recordings_dir: std::path::PathBuf,
+    /// Recordings older than this are deleted.
+    #[arg(long, env = "TETHER_RECORDINGS_RETENTION", default_value = "30d", value_parser = duration)]
+    pub recordings_retention: Duration,
+    /// Also record the operator's keystrokes ("i" events; they may include passwords).
+    #[arg(long, env = "TETHER_RECORD_INPUT")]
+    pub record_input: bool,
 }
 
 impl ServeConfig {
@@ -77,6 +95,14 @@ impl ServeConfig {
         }
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err("--connect-timeout and --command-timeout must be more than 0".into());
+        }
+        if self.terminal_ticket_ttl.is_zero() || self.terminal_idle_timeout.is_zero() {
+            return Err(
+                "--terminal-ticket-ttl and --terminal-idle-timeout must be more than 0".into(),
+            );
+        }
+        if self.recordings_retention.is_zero() {
+            return Err("--recordings-retention must be more than 0".into());
         }
         Ok(())
     }

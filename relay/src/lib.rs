@@ -14,12 +14,14 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod diagnostics;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod session;
 pub mod store;
+pub mod terminal;
 pub mod tunnel;
 
 use std::future::Future;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Handshake rate limits.
     pub limits: Arc<Limits>,
+    /// One-time web terminal tickets.
+    pub terminals: Arc<terminal::Tickets>,
 }
 
 impl AppState {
@@ -66,10 +70,12 @@ impl AppState {
             per_ip: RateLimiter::new(config.rate_limit_per_ip, config.rate_limit_window),
             per_key: RateLimiter::new(config.rate_limit_per_key, config.rate_limit_window),
         });
+        let terminals = Arc::new(terminal::Tickets::new(config.terminal_ticket_ttl));
         AppState {
             store,
             tunnels,
             sessions,
+            terminals,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limits,
@@ -82,6 +88,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(tunnel::router())
         .merge(api::router())
+        .merge(terminal::router())
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state)
@@ -137,6 +144,7 @@ pub async fn serve(
         );
     }
     state.sessions.spawn_sweeper(sweep);
+    terminal::spawn_recording_sweeper(state.clone());
     tracing::info!(%addr, backend = store.backend(), "tether-relay listening");
     // Tests and scripts read the bound address (port 0) from this line.
     println!("tether-relay listening on http://{addr}");

@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the relay server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Start a demo: relay on a fresh SQLite store plus a local agent and demo web service.
     Demo(tether_relay::demo::DemoArgs),
     #[command(flatten)]
@@ -95,7 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("--data-key-file {}", key_path.display()))?;
     match cli.cmd {
         Cmd::Serve(config) => {
-            tether_relay::serve(&cli.database, data_key, config, shutdown_signal()).await?;
+            tether_relay::serve(&cli.database, data_key, *config, shutdown_signal()).await?;
         }
         Cmd::Demo(_) => {}
         Cmd::Admin(cmd) => {

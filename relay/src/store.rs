@@ -20,6 +20,11 @@ use crate::crypto::{self, CryptoError, DataKey, Secret};
 #[cfg(test)]
 pub(crate) mod tests;
 
+mod diagnostics;
+pub use diagnostics::{DEFAULT_DIAGNOSTICS_HISTORY, DiagnosticsEntry};
+mod terminal;
+pub use terminal::{Recording, TerminalRevoked};
+
 /// Unix time in milliseconds.
 pub type Millis = i64;
 

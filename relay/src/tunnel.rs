@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use agent_core::document::{
-    Command, DiagnosticsReport, MAX_CONTROL_STREAM_BYTES, MAX_DIAGNOSTICS_BYTES, MAX_USERS_BYTES,
+    Command, MAX_CONTROL_STREAM_BYTES, MAX_DIAGNOSTICS_BYTES, MAX_USERS_BYTES,
     Manifest, ServiceInfo, UsersReport,
 };
 use agent_core::policy;
@@ -125,6 +125,11 @@ pub struct Tunnel {
     connect_timeout: Duration,
     command_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The agent offered protocol v2 on the upgrade (and was answered with it).
+    v2: bool,
+    /// Whether the agent's terminal is on (it says `X-Tether-Terminal: disabled` on the upgrade,
+    /// or answers `CONNECT terminal` with "terminal disabled").
+    terminal: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -168,6 +173,46 @@ impl Tunnel {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
+    }
+
+    /// Whether the agent speaks protocol v2 (PROTOCOL section 9).
+    pub fn speaks_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// Whether the agent offers a web terminal, as far as the relay knows.
+    pub fn terminal_available(&self) -> bool {
+        self.terminal.load(Ordering::Relaxed)
+    }
+
+    /// The agent refused a terminal as disabled: hide it from now on.
+    pub fn mark_terminal_disabled(&self) {
+        self.terminal.store(false, Ordering::Relaxed);
+    }
+
+    /// Open a terminal stream: `CONNECT terminal` (with the operator's name to a v2 agent) and
+    /// the agent's reply; terminal frames follow on the returned stream.
+    pub async fn open_terminal(&self, operator: &str) -> Result<MuxStream, TunnelError> {
+        let header = if self.v2 && wire::is_operator_name(operator) {
+            RelayStream::TerminalFor(operator.to_owned())
+        } else {
+            RelayStream::Terminal
+        }
+        .header();
+        let open = async {
+            let mut s = self.mux.open().await.map_err(|_| TunnelError::Closed)?;
+            s.write_all(header.as_bytes()).await?;
+            match read_reply(&mut s).await? {
+                Reply::Ok => Ok(s),
+                Reply::Error(text) => {
+                    let _ = s.shutdown().await;
+                    Err(TunnelError::Agent(text))
+                }
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| TunnelError::Timeout("the agent did not answer CONNECT terminal in time"))?
     }
 
     /// Take a slot of the per-tunnel stream cap.
@@ -602,6 +647,13 @@ async fn accept(
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|k| tungstenite::handshake::derive_accept_key(k.as_bytes()))
         .ok_or(HandshakeError::NotWebSocket)?;
+    let header_is = |name: &str, value: &str| {
+        req.headers()
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+    };
+    let v2 = header_is(wire::PROTOCOL_HEADER, wire::PROTOCOL_V2);
+    let terminal = !header_is("x-tether-terminal", "disabled");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -612,7 +664,7 @@ async fn accept(
                     Some(transport::ws_config()),
                 )
                 .await;
-                run_tunnel(state, system, key, remote, ws).await;
+                run_tunnel(state, system, key, remote, ws, (v2, terminal)).await;
             }
             Err(e) => tracing::warn!(%remote, error = %e, "tunnel upgrade failed"),
         }
@@ -623,6 +675,9 @@ async fn accept(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(&accept_key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if v2 {
+        h.insert(wire::PROTOCOL_HEADER, HeaderValue::from_static(wire::PROTOCOL_V2));
     }
     Ok(resp)
 }
@@ -669,6 +724,7 @@ async fn run_tunnel<S>(
     key: TunnelKey,
     remote: IpAddr,
     ws: WebSocketStream<S>,
+    (v2, terminal): (bool, bool),
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -715,6 +771,8 @@ async fn run_tunnel<S>(
         connect_timeout: state.config.connect_timeout,
         command_timeout: state.config.command_timeout,
         metrics: state.metrics.clone(),
+        v2,
+        terminal: std::sync::atomic::AtomicBool::new(terminal),
     });
     let replaced = state.tunnels.register(tunnel.clone());
     drop(guard);
@@ -1034,20 +1092,13 @@ async fn on_diagnostics(
         }
         limits.last_diagnostics = Some(Instant::now());
     }
-    let report: DiagnosticsReport =
-        serde_json::from_slice(trim_json(body)).map_err(|e| ControlError::Invalid {
+    let accepted =
+        crate::diagnostics::validate(trim_json(body)).map_err(|e| ControlError::Invalid {
             what: "diagnostics report",
             detail: e.to_string(),
         })?;
-    let value = serde_json::to_value(&report).map_err(|e| ControlError::Invalid {
-        what: "diagnostics report",
-        detail: e.to_string(),
-    })?;
-    let saved = state
-        .store
-        .save_diagnostics(&tunnel.session_id, &value)
-        .await?;
-    tracing::info!(session = %tunnel.session_id, overall = report.overall_status.as_str(), saved, "diagnostics report received");
+    let saved = crate::diagnostics::store(state, &tunnel.session_id, &accepted).await?;
+    tracing::info!(session = %tunnel.session_id, overall = accepted.report.overall_status.as_str(), saved, "diagnostics report received");
     Ok(())
 }
 

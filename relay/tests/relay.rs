@@ -10,5 +10,11 @@ mod demo;
 #[path = "relay/e2e.rs"]
 mod e2e;
 
+#[path = "relay/diagnostics.rs"]
+mod diagnostics;
+
 #[path = "relay/reference_peer.rs"]
 mod reference_peer;
+
+#[path = "relay/terminal.rs"]
+mod terminal;

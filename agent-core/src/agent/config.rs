@@ -137,6 +137,10 @@ pub struct AgentConfig {
     pub proxy: ProxySettings,
     /// Observer of connection events (status displays, C callbacks, tests).
     pub on_event: Option<EventHandler>,
+    /// Whether `CONNECT terminal` opens a shell, and as whom.
+    pub terminal: super::terminal::TerminalSettings,
+    /// How the health report is collected and how often it is refreshed.
+    pub diagnostics: super::diagnostics::DiagnosticsConfig,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -158,6 +162,8 @@ impl fmt::Debug for AgentConfig {
             .field("manifest_interval", &self.manifest_interval)
             .field("proxy", &self.proxy)
             .field("on_event", &self.on_event.as_ref().map(|_| "Fn"))
+            .field("terminal", &self.terminal)
+            .field("diagnostics", &self.diagnostics)
             .finish()
     }
 }
@@ -182,6 +188,8 @@ impl AgentConfig {
             manifest_interval: REFERENCE_MANIFEST_INTERVAL,
             proxy: ProxySettings::from_env(),
             on_event: None,
+            terminal: super::terminal::TerminalSettings::default(),
+            diagnostics: super::diagnostics::DiagnosticsConfig::default(),
         }
     }
 

@@ -19,6 +19,9 @@ pub(crate) struct Shared {
     pub target_tls: Arc<ClientConfig>,
     pub connect_timeout: Duration,
     pub manifest_interval: Duration,
+    pub terminal: Arc<super::terminal::TerminalSettings>,
+    pub diagnostics: Arc<super::diagnostics::DiagnosticsConfig>,
+    pub diagnostics_cache: Arc<super::diagnostics::Cache>,
 }
 
 /// Serves a connection until it ends; every task it started is gone when this returns (or
@@ -31,10 +34,18 @@ pub(crate) async fn serve(mux: &MuxHandle, mut incoming: Incoming, shared: &Shar
         shared.catalogue.clone(),
         shared.manifest_interval,
     );
+    // The health report goes out on its own task: collecting never delays accepting streams.
+    super::diagnostics::spawn(
+        &mut tasks,
+        mux.clone(),
+        shared.diagnostics.clone(),
+        shared.diagnostics_cache.clone(),
+    );
     let ctx = Arc::new(StreamContext {
         catalogue: shared.catalogue.clone(),
         target_tls: shared.target_tls.clone(),
         connect_timeout: shared.connect_timeout,
+        terminal: shared.terminal.clone(),
         publisher: publisher.clone(),
     });
     // Streams the relay opens are served by this loop while the first manifest goes out.

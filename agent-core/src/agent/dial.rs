@@ -88,6 +88,8 @@ pub(crate) struct Dialer {
     tls: Arc<ClientConfig>,
     proxy: Option<ProxyServer>,
     authorization: HeaderValue,
+    /// `--no-terminal`: told to the relay on the upgrade so that it can hide the terminal.
+    terminal_disabled: bool,
     connect_timeout: Duration,
     handshake_timeout: Duration,
 }
@@ -143,6 +145,7 @@ impl Dialer {
             tls,
             proxy,
             authorization,
+            terminal_disabled: !config.terminal.enabled,
             connect_timeout: config.connect_timeout,
             handshake_timeout: config.handshake_timeout,
         })
@@ -202,6 +205,18 @@ impl Dialer {
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, self.authorization.clone());
+        // Offer protocol v2 (a reference relay ignores both headers).
+        request.headers_mut().insert(
+            crate::wire::PROTOCOL_HEADER,
+            HeaderValue::from_static(crate::wire::PROTOCOL_V2),
+        );
+        if self.terminal_disabled {
+            use super::terminal::{TERMINAL_HEADER, TERMINAL_HEADER_DISABLED};
+            request.headers_mut().insert(
+                TERMINAL_HEADER,
+                HeaderValue::from_static(TERMINAL_HEADER_DISABLED),
+            );
+        }
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                 .await

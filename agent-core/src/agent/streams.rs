@@ -30,6 +30,7 @@ pub(crate) struct StreamContext {
     pub target_tls: Arc<ClientConfig>,
     pub connect_timeout: Duration,
     pub publisher: Publisher,
+    pub terminal: Arc<super::terminal::TerminalSettings>,
 }
 
 /// Why the first line of a stream could not be read.
@@ -70,10 +71,9 @@ pub(crate) async fn handle(mut stream: MuxStream, ctx: Arc<StreamContext>) {
     };
     match RelayStream::parse(&text) {
         Ok(RelayStream::Connect(name)) => connect(stream, &name, rest, &ctx).await,
-        Ok(RelayStream::Terminal) => {
-            tracing::info!("terminal requested, but this agent has no terminal support");
-            let reply = Reply::Error("terminal is not available on this agent".into());
-            finish(stream, &reply).await;
+        Ok(RelayStream::Terminal) => super::terminal::serve(stream, rest, None, &ctx.terminal).await,
+        Ok(RelayStream::TerminalFor(operator)) => {
+            super::terminal::serve(stream, rest, Some(operator), &ctx.terminal).await;
         }
         Ok(RelayStream::Command) => command(stream, rest, &ctx).await,
         Err(WireError::UnsupportedCommandVersion(v)) => {

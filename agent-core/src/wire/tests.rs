@@ -141,6 +141,7 @@ fn relay_stream_headers_round_trip() {
     for stream in [
         RelayStream::Connect("web".into()),
         RelayStream::Terminal,
+        RelayStream::TerminalFor("alice.ops-1".into()),
         RelayStream::Command,
     ] {
         let header = stream.header();
@@ -355,4 +356,27 @@ fn refuses_frames_over_the_limit_before_reading_them() {
         TerminalFrame::decode(&[0xff; 8], MAX_TERMINAL_FRAME_AGENT),
         Err(WireError::FrameTooLarge { .. })
     ));
+}
+
+#[test]
+fn terminal_header_carries_a_v2_operator_name_and_refuses_odd_ones() {
+    assert_eq!(
+        RelayStream::parse("CONNECT terminal alice"),
+        Ok(RelayStream::TerminalFor("alice".into()))
+    );
+    for bad in [
+        "CONNECT terminal ",
+        "CONNECT terminal a b",
+        "CONNECT terminal al\u{e9}",
+        "CONNECT terminal ;rm",
+    ] {
+        assert!(
+            matches!(RelayStream::parse(bad), Err(WireError::BadServiceName(_))),
+            "{bad:?}"
+        );
+    }
+    let long = format!("CONNECT terminal {}", "a".repeat(MAX_OPERATOR_NAME + 1));
+    assert!(RelayStream::parse(&long).is_err());
+    let max = format!("CONNECT terminal {}", "a".repeat(MAX_OPERATOR_NAME));
+    assert!(RelayStream::parse(&max).is_ok());
 }
