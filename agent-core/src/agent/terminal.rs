@@ -105,6 +105,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &TerminalSettings,
 ) {
     let who = operator.as_deref().unwrap_or("an unnamed operator");
+    #[cfg(not(feature = "pty"))]
+    {
+        let _ = (early, settings);
+        tracing::info!("terminal requested by {who}, but this agent has no terminal support");
+        refuse(stream, UNSUPPORTED_REPLY).await;
+    }
+    #[cfg(feature = "pty")]
     if !settings.enabled {
         journal(&format!(
             "terminal requested by {who} refused: the terminal is disabled on this agent"
@@ -114,12 +121,6 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     #[cfg(feature = "pty")]
     run(stream, early, who, settings).await;
-    #[cfg(not(feature = "pty"))]
-    {
-        let _ = early;
-        tracing::info!("terminal requested, but this agent has no terminal support");
-        refuse(stream, UNSUPPORTED_REPLY).await;
-    }
 }
 
 #[cfg(feature = "pty")]

@@ -97,7 +97,7 @@ async fn refused_commands_answer_error_text() {
 
     // nothing changed, so no manifest went out
     tokio::task::yield_now().await;
-    assert!(conn.incoming.try_recv().is_err());
+    conn.assert_no_manifest_pending().await;
 }
 
 #[tokio::test]

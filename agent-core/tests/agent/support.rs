@@ -49,16 +49,36 @@ impl RelayConn {
             .expect("tunnel ended")
     }
 
-    /// The next agent-opened stream, read to its end and parsed as a manifest.
+    /// The next agent-opened manifest stream, read to its end and parsed; diagnostics reports
+    /// the agent sends meanwhile are read and skipped.
     pub async fn manifest(&mut self) -> Manifest {
-        let mut stream = self.agent_stream().await;
-        let body = within("the manifest body", read_all(&mut stream)).await;
-        stream.shutdown().await.unwrap();
+        let body = loop {
+            let mut stream = self.agent_stream().await;
+            let body = within("the manifest body", read_all(&mut stream)).await;
+            stream.shutdown().await.unwrap();
+            if !body.starts_with(b"DIAGNOSTICS 1\n") {
+                break body;
+            }
+        };
         assert!(body.ends_with(b"\n"), "manifest without newline: {body:?}");
         assert_eq!(body.first(), Some(&b'{'), "manifest must start with '{{'");
         Manifest::parse_json(&body)
             .unwrap()
             .expect("manifest with services")
+    }
+
+    /// Asserts that no manifest is waiting among the streams the agent has opened so far
+    /// (diagnostics reports may be).
+    pub async fn assert_no_manifest_pending(&mut self) {
+        while let Ok(mut stream) = self.incoming.try_recv() {
+            let body = within("a pending agent stream", read_all(&mut stream)).await;
+            stream.shutdown().await.unwrap();
+            assert!(
+                body.starts_with(b"DIAGNOSTICS 1\n"),
+                "unexpected agent stream: {:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 
     /// Opens a stream, writes `bytes` and returns the stream.

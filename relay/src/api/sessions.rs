@@ -26,6 +26,8 @@ pub(crate) struct SessionView {
     /// Whether the appliance's tunnel is up now.
     connected: bool,
     connected_at: Option<Timestamp>,
+    /// Whether the connected agent offers a terminal (false while disconnected).
+    terminal_available: bool,
     started_at: Timestamp,
     expires_at: Timestamp,
     closed_at: Option<Timestamp>,
@@ -47,6 +49,7 @@ impl SessionView {
             status: s.status,
             connected: tunnel.is_some(),
             connected_at: tunnel.map(|t| ts(t.connected_at())),
+            terminal_available: tunnel.is_some_and(Tunnel::terminal_available),
             started_at: ts(s.started_at),
             expires_at: ts(s.expires_at),
             closed_at: s.closed_at.map(ts),

@@ -149,6 +149,8 @@ async fn the_real_shell_answers_resizes_is_recorded_and_leaves_no_process_behind
         &[],
     )
     .await;
+    let session = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!(session["terminal_available"], true, "{session}");
     let t = ticket(&relay, &id, &relay.token).await;
     let foreign = connect(&relay, &id, &t, Some("https://evil.example")).await;
     assert_eq!(status_of(&foreign.unwrap_err()), 403, "foreign Origin");
@@ -320,6 +322,8 @@ async fn an_agent_without_terminal_is_known_before_anyone_asks() {
     let recordings = tempfile::tempdir().unwrap();
     let dir = recordings.path().to_str().unwrap().to_owned();
     let (relay, _agent, id) = setup(&["--recordings-dir", &dir], &["--no-terminal"]).await;
+    let session = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!(session["terminal_available"], false, "{session}");
     let (status, body) = ask_ticket(&relay, &id, &relay.token).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "terminal_disabled");

@@ -1,3 +1,5 @@
+#![cfg_attr(not(feature = "pty"), allow(unused_imports))]
+
 use std::string::String;
 use std::{format, vec};
 
@@ -58,6 +60,7 @@ fn frames_are_reassembled_across_reads_and_oversized_ones_refused() {
     assert!(frames.next().is_err());
 }
 
+#[cfg(feature = "pty")]
 #[tokio::test]
 async fn a_disabled_terminal_answers_an_error_the_relay_recognises() {
     let (agent_side, mut relay_side) = tokio::io::duplex(1024);
