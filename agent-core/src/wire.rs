@@ -191,7 +191,9 @@ impl RelayStream {
         match self {
             RelayStream::Connect(name) => format!("CONNECT {name}\n"),
             RelayStream::Terminal => format!("CONNECT {TERMINAL_SERVICE}\n"),
-            RelayStream::TerminalFor(operator) => format!("CONNECT {TERMINAL_SERVICE} {operator}\n"),
+            RelayStream::TerminalFor(operator) => {
+                format!("CONNECT {TERMINAL_SERVICE} {operator}\n")
+            }
             RelayStream::Command => format!("COMMAND {COMMAND_VERSION}\n"),
         }
     }

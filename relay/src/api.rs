@@ -71,8 +71,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/proxy/{service}/", proxied.clone())
         .route("/api/v1/sessions/{id}/proxy/{service}/{*path}", proxied)
         .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/sessions/{id}/diagnostics", get(diagnostics::for_session))
-        .route("/api/v1/systems/{id}/diagnostics", get(diagnostics::for_system))
+        .route(
+            "/api/v1/sessions/{id}/diagnostics",
+            get(diagnostics::for_session),
+        )
+        .route(
+            "/api/v1/systems/{id}/diagnostics",
+            get(diagnostics::for_system),
+        )
 }
 
 /// Fallback for unknown paths, in the API's error format (the lead may mount it with

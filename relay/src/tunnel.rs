@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use agent_core::document::{
-    Command, MAX_CONTROL_STREAM_BYTES, MAX_DIAGNOSTICS_BYTES, MAX_USERS_BYTES,
-    Manifest, ServiceInfo, UsersReport,
+    Command, MAX_CONTROL_STREAM_BYTES, MAX_DIAGNOSTICS_BYTES, MAX_USERS_BYTES, Manifest,
+    ServiceInfo, UsersReport,
 };
 use agent_core::policy;
 use agent_core::transport::{
@@ -212,7 +212,9 @@ impl Tunnel {
         };
         tokio::time::timeout(self.connect_timeout, open)
             .await
-            .map_err(|_| TunnelError::Timeout("the agent did not answer CONNECT terminal in time"))?
+            .map_err(|_| {
+                TunnelError::Timeout("the agent did not answer CONNECT terminal in time")
+            })?
     }
 
     /// Take a slot of the per-tunnel stream cap.
@@ -677,7 +679,10 @@ async fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if v2 {
-        h.insert(wire::PROTOCOL_HEADER, HeaderValue::from_static(wire::PROTOCOL_V2));
+        h.insert(
+            wire::PROTOCOL_HEADER,
+            HeaderValue::from_static(wire::PROTOCOL_V2),
+        );
     }
     Ok(resp)
 }

@@ -71,7 +71,9 @@ pub(crate) async fn handle(mut stream: MuxStream, ctx: Arc<StreamContext>) {
     };
     match RelayStream::parse(&text) {
         Ok(RelayStream::Connect(name)) => connect(stream, &name, rest, &ctx).await,
-        Ok(RelayStream::Terminal) => super::terminal::serve(stream, rest, None, &ctx.terminal).await,
+        Ok(RelayStream::Terminal) => {
+            super::terminal::serve(stream, rest, None, &ctx.terminal).await
+        }
         Ok(RelayStream::TerminalFor(operator)) => {
             super::terminal::serve(stream, rest, Some(operator), &ctx.terminal).await;
         }

@@ -88,10 +88,14 @@ async fn an_agent_restarted_within_grace_resumes_the_same_session() {
     let mut agent = Agent::start(&relay, &relay.secret, &format!("demo={device}"), &[]);
     let first = relay.active_session_with("demo").await;
     agent.kill();
-    eventually("the relay to notice the agent is gone", DEADLINE, || async {
-        let s = relay.get_json(&format!("/api/v1/sessions/{first}")).await;
-        (s["connected"] == false && s["status"] == "active").then_some(())
-    })
+    eventually(
+        "the relay to notice the agent is gone",
+        DEADLINE,
+        || async {
+            let s = relay.get_json(&format!("/api/v1/sessions/{first}")).await;
+            (s["connected"] == false && s["status"] == "active").then_some(())
+        },
+    )
     .await;
     let _agent = Agent::start(&relay, &relay.secret, &format!("demo={device}"), &[]);
     let again = relay.active_session_with("demo").await;
