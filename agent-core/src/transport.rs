@@ -45,8 +45,13 @@ pub const MAX_OUT_MESSAGE: usize = 64 * 1024;
 /// Largest WebSocket message we accept. Go peers write one yamux header or one body (at most
 /// the 256 KiB stream window) per message; our own peers write at most [`MAX_OUT_MESSAGE`].
 pub const MAX_IN_MESSAGE: usize = 512 * 1024;
-/// Most streams one tunnel may have open at once (both directions).
-pub const MAX_STREAMS: usize = 512;
+/// Most streams the agent side of a tunnel may have open at once. rust-yamux ends the whole
+/// connection when a peer opens one stream too many, while hashicorp peers (the reference
+/// relay) have no stream cap, so the agent's limit is far above any relay's per-tunnel cap.
+pub const MAX_STREAMS_AGENT: usize = 4096;
+/// Most streams the relay side of a tunnel may have open at once (its proxy streams plus the
+/// agent's control streams); it bounds what one agent can make the relay buffer.
+pub const MAX_STREAMS_RELAY: usize = 1024;
 
 /// A yamux stream as a tokio `AsyncRead + AsyncWrite`.
 pub type MuxStream = Compat<yamux::Stream>;
@@ -62,11 +67,16 @@ pub fn ws_config() -> WebSocketConfig {
 }
 
 /// yamux settings for tunnels (hashicorp v0.1.2 compatible; 256 KiB initial windows).
-pub fn yamux_config() -> yamux::Config {
+pub fn yamux_config(mode: Mode) -> yamux::Config {
+    let streams = match mode {
+        Mode::Client => MAX_STREAMS_AGENT,
+        Mode::Server => MAX_STREAMS_RELAY,
+    };
     let mut cfg = yamux::Config::default();
-    // 256 KiB per stream at the very least; auto-tuning may grow busy streams.
-    cfg.set_max_connection_receive_window(Some(MAX_STREAMS * 256 * 1024 * 4));
-    cfg.set_max_num_streams(MAX_STREAMS);
+    // 256 KiB per stream at the very least (yamux requires it); auto-tuning may grow busy
+    // streams within that total.
+    cfg.set_max_connection_receive_window(Some(streams * 256 * 1024));
+    cfg.set_max_num_streams(streams);
     cfg
 }
 
@@ -205,13 +215,8 @@ where
         }
         let mut ws = Pin::new(&mut self.ws);
         ready!(ws.as_mut().poll_ready(cx)).map_err(ws_err)?;
-        let msg = if self.write_buf.capacity() > 2 * MAX_OUT_MESSAGE {
-            std::mem::take(&mut self.write_buf)
-        } else {
-            let msg = self.write_buf.clone();
-            self.write_buf.clear();
-            msg
-        };
+        // Hand the buffer over (no copy); an idle tunnel then holds no write buffer at all.
+        let msg = std::mem::take(&mut self.write_buf);
         ws.start_send(Message::Binary(Bytes::from(msg)))
             .map_err(ws_err)?;
         Poll::Ready(Ok(()))
@@ -406,7 +411,7 @@ where
 {
     let io = WsIo::new(ws, keepalive);
     let close = io.close.clone();
-    let conn = yamux::Connection::new(io, yamux_config(), mode);
+    let conn = yamux::Connection::new(io, yamux_config(mode), mode);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let (end_tx, end_rx) = watch::channel(None);

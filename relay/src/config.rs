@@ -16,6 +16,10 @@ fn trusted(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR network"))
 }
 
+/// Highest `--max-streams-per-tunnel`: below the relay's yamux stream limit, leaving room for
+/// the agent's control streams and commands.
+pub const MAX_STREAMS_PER_TUNNEL: usize = agent_core::transport::MAX_STREAMS_RELAY - 24;
+
 /// Settings of the relay server.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -84,8 +88,11 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// Check values that clap cannot check on its own; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_streams_per_tunnel == 0 {
-            return Err("--max-streams-per-tunnel must be at least 1".into());
+        if self.max_streams_per_tunnel == 0 || self.max_streams_per_tunnel > MAX_STREAMS_PER_TUNNEL
+        {
+            return Err(format!(
+                "--max-streams-per-tunnel must be between 1 and {MAX_STREAMS_PER_TUNNEL}"
+            ));
         }
         if self.session_lifetime < Duration::from_secs(1) {
             return Err("--session-lifetime must be at least 1s".into());

@@ -148,6 +148,12 @@ pub async fn serve(
     tracing::info!(%addr, backend = store.backend(), "tether-relay listening");
     // Tests and scripts read the bound address (port 0) from this line.
     println!("tether-relay listening on http://{addr}");
+    // Small proxied requests and terminal keystrokes must not wait for delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),

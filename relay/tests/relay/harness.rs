@@ -131,6 +131,11 @@ impl Relay {
         }
     }
 
+    /// The relay's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+    }
+
     pub fn tunnel_url(&self) -> String {
         format!("ws://{}/api/tunnel", self.addr)
     }

@@ -295,8 +295,14 @@ async fn a_reference_style_agent_is_served() {
             _ = tokio::time::sleep(Duration::from_millis(5)) => serve_connects(&peer, &mut accepted, &mut answered).await,
         }
     };
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap(), "hello from reference");
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "hello from reference"),
+        "relay log:\n{}",
+        relay.log()
+    );
 
     // The session is still there and pings kept being answered all along.
     let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
@@ -330,7 +336,9 @@ async fn a_second_tunnel_replaces_the_first_without_being_torn_down() {
                 _ = tokio::time::sleep(Duration::from_millis(5)) => serve_connects(&second, &mut accepted, &mut answered).await,
             }
         };
-        assert_eq!(resp.status(), 200);
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert_eq!(status, 200, "{body}\nrelay log:\n{}", relay.log());
     }
     let s = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(
