@@ -26,7 +26,24 @@ impl Store {
         overall_status: &str,
         keep: i64,
     ) -> Result<bool, StoreError> {
-        if !self.save_diagnostics(session_id, report).await? {
+        // One transaction: a reader never sees a latest report that is not in the history.
+        let now = Store::now();
+        let body = report.to_string();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE sessions SET diagnostics = $2, diagnostics_at = $3, updated_at = $3 \
+             WHERE id = $1 AND (diagnostics_at IS NULL OR diagnostics_at <= $4)",
+        )
+        .bind(session_id)
+        .bind(&body)
+        .bind(now)
+        .bind(now - super::DIAGNOSTICS_MIN_INTERVAL_MS)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            // NotFound for an unknown session, else rate-limited
+            self.session_status(session_id).await?;
             return Ok(false);
         }
         sqlx::query(
@@ -35,9 +52,9 @@ impl Store {
         )
         .bind(session_id)
         .bind(overall_status)
-        .bind(report.to_string())
-        .bind(Store::now())
-        .execute(&self.pool)
+        .bind(&body)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
         sqlx::query(
             "DELETE FROM diagnostics_history WHERE session_id = $1 AND id NOT IN \
@@ -45,8 +62,9 @@ impl Store {
         )
         .bind(session_id)
         .bind(keep.max(1))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(true)
     }
 
