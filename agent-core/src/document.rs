@@ -283,7 +283,7 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Timestamp, DocumentError> {
         match parse_civil(s) {
             Some(_) => Ok(Timestamp(String::from(s))),
-            None => Err(DocumentError::BadTimestamp(clip(s))),
+            None => Err(DocumentError::BadTimestamp(crate::wire::shown(s))),
         }
     }
 
@@ -461,16 +461,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     // day is 1..=31 and month 1..=12 by construction.
     (year, month as u32, day as u32)
-}
-
-/// At most 64 bytes of untrusted text for an error message.
-fn clip(s: &str) -> String {
-    const SHOWN: usize = 64;
-    let mut end = s.len().min(SHOWN);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    String::from(s.get(..end).unwrap_or(""))
 }
 
 /// Arbitrary JSON `details` of a check: the JSON value itself in human-readable formats, a JSON
@@ -821,7 +811,7 @@ impl Command {
             "remove_services" => Ok(Command::RemoveServices {
                 service_names: wire.service_names.unwrap_or_default(),
             }),
-            other => Err(CommandError::UnknownAction(clip(other))),
+            other => Err(CommandError::UnknownAction(crate::wire::shown(other))),
         }
     }
 

@@ -78,8 +78,8 @@ pub fn line_text(line: &[u8]) -> Result<&str, WireError> {
     core::str::from_utf8(line).map_err(|_| WireError::NotUtf8)
 }
 
-/// Untrusted line text kept in an error, cut to 64 bytes at a character boundary.
-fn shown(s: &str) -> String {
+/// Untrusted text kept in an error, cut to 64 bytes at a character boundary.
+pub(crate) fn shown(s: &str) -> String {
     const SHOWN: usize = 64;
     let mut end = s.len().min(SHOWN);
     while !s.is_char_boundary(end) {

@@ -199,6 +199,16 @@ impl Tunnel {
             RelayStream::Terminal
         }
         .header();
+        self.open_with(header, "the agent did not answer CONNECT terminal in time")
+            .await
+    }
+
+    /// Open a stream, write its header line and read the agent's `OK` / `ERROR` reply.
+    async fn open_with(
+        &self,
+        header: String,
+        timeout_what: &'static str,
+    ) -> Result<MuxStream, TunnelError> {
         let open = async {
             let mut s = self.mux.open().await.map_err(|_| TunnelError::Closed)?;
             s.write_all(header.as_bytes()).await?;
@@ -212,9 +222,7 @@ impl Tunnel {
         };
         tokio::time::timeout(self.connect_timeout, open)
             .await
-            .map_err(|_| {
-                TunnelError::Timeout("the agent did not answer CONNECT terminal in time")
-            })?
+            .map_err(|_| TunnelError::Timeout(timeout_what))?
     }
 
     /// Take a slot of the per-tunnel stream cap.
@@ -239,20 +247,8 @@ impl Tunnel {
             return Err(TunnelError::ServiceNotFound(service.to_owned()));
         }
         let header = RelayStream::Connect(service.to_owned()).header();
-        let open = async {
-            let mut s = self.mux.open().await.map_err(|_| TunnelError::Closed)?;
-            s.write_all(header.as_bytes()).await?;
-            match read_reply(&mut s).await? {
-                Reply::Ok => Ok(s),
-                Reply::Error(text) => {
-                    let _ = s.shutdown().await;
-                    Err(TunnelError::Agent(text))
-                }
-            }
-        };
-        tokio::time::timeout(self.connect_timeout, open)
+        self.open_with(header, "the agent did not answer CONNECT in time")
             .await
-            .map_err(|_| TunnelError::Timeout("the agent did not answer CONNECT in time"))?
     }
 
     /// Send a command and wait for the agent's answer (and for the manifest it re-sends).
