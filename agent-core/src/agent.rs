@@ -84,6 +84,12 @@ pub enum AgentEvent {
     Disconnected { reason: String, retry_in: Duration },
     /// The relay closed the session with code 4000; [`run`] returns.
     SessionClosed,
+    /// An operator's `CONNECT` to `service` reached its target.
+    ServiceOpened { service: String },
+    /// An operator opened a terminal (`operator` when the relay named them).
+    TerminalOpened { operator: Option<String> },
+    /// A relay command was applied; `changed` when the published services changed.
+    CommandApplied { changed: bool },
 }
 
 /// Runs the agent until the relay closes the session or `shutdown` resolves.
@@ -103,6 +109,15 @@ pub async fn run(
         terminal: Arc::new(config.terminal.clone()),
         diagnostics: Arc::new(diagnostics::for_agent(&config)),
         diagnostics_cache: Arc::default(),
+        diagnostics_hooks: Arc::new(diagnostics::Hooks {
+            providers: config.diagnostics_providers.clone(),
+            refresh: config.diagnostics_refresh.clone(),
+        }),
+        service_source: config
+            .service_source
+            .clone()
+            .map(|rx| manifest::Source::new(rx, &config)),
+        on_event: config.on_event.clone(),
     };
     let emit = |event: AgentEvent| {
         if let Some(handler) = &config.on_event {
@@ -200,7 +215,7 @@ async fn wait(delay: Duration, shutdown: &mut (impl Future<Output = ()> + Unpin)
 }
 
 /// Static services less the excluded ones.
-fn published_static(
+pub(crate) fn published_static(
     config: &AgentConfig,
 ) -> std::collections::BTreeMap<String, crate::document::ServiceInfo> {
     config

@@ -18,3 +18,6 @@ mod reference_peer;
 
 #[path = "relay/terminal.rs"]
 mod terminal;
+
+#[path = "relay/embedding.rs"]
+mod embedding;

@@ -141,6 +141,13 @@ pub struct AgentConfig {
     pub terminal: super::terminal::TerminalSettings,
     /// How the health report is collected and how often it is refreshed.
     pub diagnostics: super::diagnostics::DiagnosticsConfig,
+    /// Services the host publishes itself instead of discovery (embedded firmware), followed
+    /// while the agent runs; static services win on a name clash, excluded names are left out.
+    pub service_source: Option<tokio::sync::watch::Receiver<BTreeMap<String, ServiceInfo>>>,
+    /// Checks the host runs itself; their reports follow the plugins' in every health report.
+    pub diagnostics_providers: Vec<super::diagnostics::Provider>,
+    /// Notified to collect and send a health report now (the relay keeps one per 30 s).
+    pub diagnostics_refresh: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -164,6 +171,9 @@ impl fmt::Debug for AgentConfig {
             .field("on_event", &self.on_event.as_ref().map(|_| "Fn"))
             .field("terminal", &self.terminal)
             .field("diagnostics", &self.diagnostics)
+            .field("service_source", &self.service_source.is_some())
+            .field("diagnostics_providers", &self.diagnostics_providers)
+            .field("diagnostics_refresh", &self.diagnostics_refresh.is_some())
             .finish()
     }
 }
@@ -190,6 +200,9 @@ impl AgentConfig {
             on_event: None,
             terminal: super::terminal::TerminalSettings::default(),
             diagnostics: super::diagnostics::DiagnosticsConfig::default(),
+            service_source: None,
+            diagnostics_providers: Vec::new(),
+            diagnostics_refresh: None,
         }
     }
 

@@ -22,24 +22,40 @@ pub(crate) struct Shared {
     pub terminal: Arc<super::terminal::TerminalSettings>,
     pub diagnostics: Arc<super::diagnostics::DiagnosticsConfig>,
     pub diagnostics_cache: Arc<super::diagnostics::Cache>,
+    pub diagnostics_hooks: Arc<super::diagnostics::Hooks>,
+    pub service_source: Option<manifest::Source>,
+    pub on_event: Option<super::EventHandler>,
 }
 
 /// Serves a connection until it ends; every task it started is gone when this returns (or
 /// when this future is dropped).
 pub(crate) async fn serve(mux: &MuxHandle, mut incoming: Incoming, shared: &Shared) -> MuxEnd {
     let mut tasks = JoinSet::new();
+    let mut source = shared.service_source.clone();
+    if let Some(source) = &mut source {
+        super::lock(&shared.catalogue).set_discovered(source.current());
+    }
     let publisher = manifest::spawn(
         &mut tasks,
         mux.clone(),
         shared.catalogue.clone(),
         shared.manifest_interval,
     );
+    if let Some(source) = source {
+        manifest::follow(
+            &mut tasks,
+            source,
+            shared.catalogue.clone(),
+            publisher.clone(),
+        );
+    }
     // The health report goes out on its own task: collecting never delays accepting streams.
     super::diagnostics::spawn(
         &mut tasks,
         mux.clone(),
         shared.diagnostics.clone(),
         shared.diagnostics_cache.clone(),
+        shared.diagnostics_hooks.clone(),
     );
     let ctx = Arc::new(StreamContext {
         catalogue: shared.catalogue.clone(),
@@ -47,6 +63,7 @@ pub(crate) async fn serve(mux: &MuxHandle, mut incoming: Incoming, shared: &Shar
         connect_timeout: shared.connect_timeout,
         terminal: shared.terminal.clone(),
         publisher: publisher.clone(),
+        on_event: shared.on_event.clone(),
     });
     // Streams the relay opens are served by this loop while the first manifest goes out.
     let mut first_manifest = publisher.request();

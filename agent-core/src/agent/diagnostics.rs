@@ -172,6 +172,67 @@ pub async fn run_one(path: &Path, config: &DiagnosticsConfig) -> (PluginRun, Vec
     runner::run_captured(path, config, Instant::now() + config.total_timeout).await
 }
 
+/// A health check the embedding host runs itself ([`super::AgentConfig::diagnostics_providers`]):
+/// called on a blocking thread at every collection, under the plugin timeout.
+#[derive(Clone)]
+pub struct Provider {
+    /// Plugin id shown when the check fails to answer.
+    pub id: String,
+    /// Produces the check's plugin report.
+    pub run: Arc<dyn Fn() -> PluginReport + Send + Sync>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("id", &self.id).finish()
+    }
+}
+
+/// The host's additions to the diagnostics task of every connection.
+#[derive(Debug, Default)]
+pub(crate) struct Hooks {
+    pub providers: Vec<Provider>,
+    pub refresh: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Hooks {
+    /// Appends every provider's report (in order) to `report`.
+    async fn add_provided(&self, report: &mut DiagnosticsReport, timeout: Duration) {
+        for provider in &self.providers {
+            let run = provider.run.clone();
+            let done = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || run()));
+            let plugin = match done.await {
+                Ok(Ok(plugin)) => plugin,
+                Ok(Err(e)) => placeholder(&provider.id, Status::Error, format!("failed: {e}")),
+                Err(_) => placeholder(&provider.id, Status::Timeout, "no answer in time".into()),
+            };
+            report.plugins.push(plugin);
+        }
+        if !self.providers.is_empty() {
+            for note in plugin_output::clamp_report(report) {
+                tracing::debug!("diagnostics report: {note}");
+            }
+        }
+    }
+
+    /// Waits `pause` (forever when `None`) or until a refresh is requested.
+    async fn wait(&self, pause: Option<Duration>) {
+        match (&self.refresh, pause) {
+            (Some(refresh), Some(pause)) => {
+                if tokio::time::timeout(pause, refresh.notified())
+                    .await
+                    .is_ok()
+                {
+                    tracing::debug!("diagnostics refresh requested");
+                }
+            }
+            (Some(refresh), None) => refresh.notified().await,
+            (None, Some(pause)) => tokio::time::sleep(pause).await,
+            (None, None) => std::future::pending().await,
+        }
+    }
+}
+
 /// The last report collected, shared by the connections of one agent run.
 #[derive(Default)]
 pub(crate) struct Cache {
@@ -186,6 +247,7 @@ pub(crate) fn spawn(
     mux: MuxHandle,
     config: Arc<DiagnosticsConfig>,
     cache: Arc<Cache>,
+    hooks: Arc<Hooks>,
 ) {
     tasks.spawn(async move {
         let mut last_sent: Option<(Instant, DiagnosticsReport)> = None;
@@ -200,7 +262,8 @@ pub(crate) fn spawn(
                 match fresh {
                     Some((_, report)) => report.clone(),
                     None => {
-                        let report = collect(&config).await.report;
+                        let mut report = collect(&config).await.report;
+                        hooks.add_provided(&mut report, config.plugin_timeout).await;
                         *cached = Some((Instant::now(), report.clone()));
                         report
                     }
@@ -227,15 +290,18 @@ pub(crate) fn spawn(
                     }
                 }
             }
-            if config.interval.is_zero() && last_sent.is_some() {
+            let on_request_only = config.interval.is_zero() && last_sent.is_some();
+            if on_request_only && hooks.refresh.is_none() {
                 return;
             }
-            let pause = if config.interval.is_zero() {
-                RELAY_MIN_INTERVAL
+            let pause = if on_request_only {
+                None
+            } else if config.interval.is_zero() {
+                Some(RELAY_MIN_INTERVAL)
             } else {
-                config.interval
+                Some(config.interval)
             };
-            tokio::time::sleep(pause).await;
+            hooks.wait(pause).await;
         }
     });
 }

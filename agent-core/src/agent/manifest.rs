@@ -5,6 +5,7 @@ use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::document;
+use crate::document::{self, ServiceInfo};
 use crate::services::ServiceCatalogue;
 use crate::transport::{MuxError, MuxHandle};
 
@@ -136,6 +137,57 @@ pub(crate) fn spawn(
         }
     });
     Publisher { tx }
+}
+
+/// The host's own services ([`super::AgentConfig::service_source`]) merged with the static ones.
+#[derive(Clone)]
+pub(crate) struct Source {
+    rx: tokio::sync::watch::Receiver<BTreeMap<String, ServiceInfo>>,
+    base: BTreeMap<String, ServiceInfo>,
+    exclude: crate::exclude::ExcludeSet,
+}
+
+impl Source {
+    pub fn new(
+        rx: tokio::sync::watch::Receiver<BTreeMap<String, ServiceInfo>>,
+        config: &super::AgentConfig,
+    ) -> Self {
+        Source {
+            rx,
+            base: super::published_static(config),
+            exclude: config.exclude.clone(),
+        }
+    }
+
+    /// The services to publish now; marks the host's current list as seen.
+    pub fn current(&mut self) -> BTreeMap<String, ServiceInfo> {
+        let mut services = self.base.clone();
+        for (name, info) in self.rx.borrow_and_update().iter() {
+            if !self.exclude.is_excluded(name) && !services.contains_key(name) {
+                services.insert(name.clone(), info.clone());
+            }
+        }
+        services
+    }
+}
+
+/// Starts the task of one connection that re-publishes the manifest whenever the host's
+/// service list changes.
+pub(crate) fn follow(
+    tasks: &mut JoinSet<()>,
+    mut source: Source,
+    catalogue: Arc<Mutex<ServiceCatalogue>>,
+    publisher: Publisher,
+) {
+    tasks.spawn(async move {
+        while source.rx.changed().await.is_ok() {
+            let services = source.current();
+            let changed = lock(&catalogue).set_discovered(services);
+            if changed && let Err(e) = publisher.publish().await {
+                tracing::warn!("manifest with the host's services not sent: {e}");
+            }
+        }
+    });
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -31,6 +31,15 @@ pub(crate) struct StreamContext {
     pub connect_timeout: Duration,
     pub publisher: Publisher,
     pub terminal: Arc<super::terminal::TerminalSettings>,
+    pub on_event: Option<super::EventHandler>,
+}
+
+impl StreamContext {
+    fn emit(&self, event: super::AgentEvent) {
+        if let Some(handler) = &self.on_event {
+            handler(&event);
+        }
+    }
 }
 
 /// Why the first line of a stream could not be read.
@@ -72,9 +81,13 @@ pub(crate) async fn handle(mut stream: MuxStream, ctx: Arc<StreamContext>) {
     match RelayStream::parse(&text) {
         Ok(RelayStream::Connect(name)) => connect(stream, &name, rest, &ctx).await,
         Ok(RelayStream::Terminal) => {
+            ctx.emit(super::AgentEvent::TerminalOpened { operator: None });
             super::terminal::serve(stream, rest, None, &ctx.terminal).await
         }
         Ok(RelayStream::TerminalFor(operator)) => {
+            ctx.emit(super::AgentEvent::TerminalOpened {
+                operator: Some(operator.clone()),
+            });
             super::terminal::serve(stream, rest, Some(operator), &ctx.terminal).await;
         }
         Ok(RelayStream::Command) => command(stream, rest, &ctx).await,
@@ -159,6 +172,9 @@ async fn connect(mut stream: MuxStream, name: &str, early: Vec<u8>, ctx: &Stream
         return;
     }
     tracing::debug!(service = %name, target = %service.target, tls = service.tls, "connected");
+    ctx.emit(super::AgentEvent::ServiceOpened {
+        service: name.to_owned(),
+    });
     let copied = match target {
         Target::Plain(tcp) => target::splice(stream, early, tcp).await,
         Target::Tls(tls) => target::splice(stream, early, tls).await,
@@ -235,6 +251,7 @@ async fn run_command(json: &[u8], ctx: &StreamContext) -> Reply {
         }
         Ok(changed) => {
             log_command(&command, changed);
+            ctx.emit(super::AgentEvent::CommandApplied { changed });
             if changed && let Err(e) = ctx.publisher.publish().await {
                 return Reply::Error(format!("failed to send the manifest: {e}"));
             }
