@@ -29,12 +29,14 @@ pub mod config;
 mod connection;
 pub mod diagnostics;
 mod dial;
+pub mod discovery;
 mod manifest;
 mod proxy;
 mod streams;
 mod target;
 pub mod terminal;
 mod tls;
+pub mod users;
 
 pub use config::{
     AgentConfig, ConfigError, EventHandler, ParseError, ProxySettings, Secret, parse_go_bool,

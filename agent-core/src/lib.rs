@@ -17,6 +17,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod backoff;
+pub mod discovery;
 pub mod document;
 pub mod exclude;
 pub mod plugin_output;

@@ -1,0 +1,1 @@
+//! NethServer 8 adapter (in progress).

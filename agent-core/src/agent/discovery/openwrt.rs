@@ -1,0 +1,1 @@
+//! OpenWrt and NethSecurity adapter (in progress).

@@ -1,0 +1,1 @@
+//! Ephemeral support users (in progress).
