@@ -21,3 +21,6 @@ mod terminal;
 
 #[path = "relay/embedding.rs"]
 mod embedding;
+
+#[path = "relay/services.rs"]
+mod services;

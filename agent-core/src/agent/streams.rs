@@ -11,7 +11,7 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::document::{Command, MAX_COMMAND_BYTES};
-use crate::services::ServiceCatalogue;
+use crate::services::{CommandError, ServiceCatalogue};
 use crate::transport::MuxStream;
 use crate::wire::{self, RelayStream, Reply, WireError};
 
@@ -243,6 +243,22 @@ async fn run_command(json: &[u8], ctx: &StreamContext) -> Reply {
             return Reply::Error(e.to_string());
         }
     };
+    if let Command::AddServices { services } = &command {
+        for (name, info) in services {
+            if let Err(e) = target::check_injected(&info.target, ctx.connect_timeout).await {
+                let reason = match e {
+                    TargetError::Policy(reason) => CommandError::TargetRefused {
+                        name: name.clone(),
+                        reason,
+                    }
+                    .to_string(),
+                    other => format!("target of {name:?} refused: {other}"),
+                };
+                tracing::warn!("command refused: {reason}");
+                return Reply::Error(reason);
+            }
+        }
+    }
     let applied = lock(&ctx.catalogue).apply(&command);
     match applied {
         Err(e) => {

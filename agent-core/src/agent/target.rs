@@ -144,6 +144,23 @@ async fn allowed_addresses(target: &str) -> Result<Vec<SocketAddr>, TargetError>
     }
 }
 
+/// The check of an `add_services` target on the appliance's own resolver (REFERENCE 3.9): a
+/// host name must resolve, and every address it resolves to must pass the target policy
+/// (dialing checks again, as names may resolve differently later).
+pub(crate) async fn check_injected(target: &str, timeout: Duration) -> Result<(), TargetError> {
+    let (host, port) = policy::check_target(target)?;
+    let TargetHost::Name(name) = host else {
+        return Ok(());
+    };
+    let addrs = tokio::time::timeout(timeout, resolve(name, port))
+        .await
+        .map_err(|_| TargetError::Timeout(timeout))??;
+    for addr in addrs {
+        policy::check_ip(addr.ip())?;
+    }
+    Ok(())
+}
+
 /// SNI for a TLS target: the service's `host` when it is a DNS name (a `:port` suffix is
 /// ignored), else the target host when it is a DNS name, else none.
 pub(crate) fn sni(service_host: &str, target_host: &str) -> Option<ServerName<'static>> {

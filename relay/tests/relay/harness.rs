@@ -216,12 +216,32 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(relay: &Relay, secret: &str, static_services: &str, extra: &[&str]) -> Agent {
+        Agent::start_under(&[], relay, secret, static_services, extra)
+    }
+
+    /// Like [`Agent::start`], with `wrapper` (a program and its arguments) in front of the
+    /// agent's command line.
+    pub fn start_under(
+        wrapper: &[&str],
+        relay: &Relay,
+        secret: &str,
+        static_services: &str,
+        extra: &[&str],
+    ) -> Agent {
         let n = std::fs::read_dir(relay.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
         let name = format!("agent-{n}");
         let log = relay.dir.path().join(format!("{name}.log"));
-        let child = Command::new(agent_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(agent_bin());
+                cmd
+            }
+            None => Command::new(agent_bin()),
+        };
+        let child = cmd
             .args(["--url", &relay.tunnel_url(), "--key", &relay.key])
             .args(["--secret", secret])
             .args(["--static-services", static_services])
