@@ -409,3 +409,6 @@ impl Discover for Arc<dyn Discover> {
         (**self).discover()
     }
 }
+
+#[cfg(test)]
+mod tests;
