@@ -10,7 +10,7 @@
 //! Modules: [`config`] (settings and their textual forms), `dial` (reaching the relay),
 //! `proxy` (HTTP CONNECT proxies), `tls` (certificate policies), `connection` (one tunnel and
 //! its tasks), `streams` (relay-opened streams), `target` (service dialing and copying),
-//! `manifest` (publishing the catalogue).
+//! `manifest` (publishing the catalogue), [`users`] (ephemeral support users).
 
 use std::format;
 use std::string::{String, ToString};
@@ -95,7 +95,35 @@ pub enum AgentEvent {
 }
 
 /// Runs the agent until the relay closes the session or `shutdown` resolves.
+///
+/// With [`AgentConfig::support_users`], the support users left by a crash are deleted before
+/// the first dial and this session's users before `run` returns with a [`RunOutcome`].
 pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunOutcome, AgentError> {
+    let Some(users) = config.support_users.clone() else {
+        return tunnel(config, shutdown).await;
+    };
+    config.validate()?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        cleaned = users.cleanup_orphans() => match cleaned {
+            Ok(done) if !done.deleted.is_empty() => {
+                tracing::info!(count = done.deleted.len(), "support users of an earlier run deleted");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{}", users::describe(&e)),
+        },
+        () = &mut shutdown => return Ok(stopped()),
+    }
+    let outcome = tunnel(config, shutdown).await?;
+    users.end_session().await;
+    Ok(outcome)
+}
+
+/// [`run`] without the support users' start and end.
+async fn tunnel(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunOutcome, AgentError> {
@@ -120,6 +148,7 @@ pub async fn run(
             .clone()
             .map(|rx| manifest::Source::new(rx, &config)),
         on_event: config.on_event.clone(),
+        users: config.support_users.clone(),
     };
     let emit = |event: AgentEvent| {
         if let Some(handler) = &config.on_event {
@@ -167,6 +196,9 @@ pub async fn run(
         };
         tracing::info!(attempt, "connected to the relay");
         emit(AgentEvent::Connected);
+        if let Some(users) = &config.support_users {
+            users.start(&config.key);
+        }
         let started = Instant::now();
         let (mux, incoming) = transport::spawn_mux(ws, Mode::Client, Some(Keepalive::default()));
         let end = tokio::select! {

@@ -148,6 +148,9 @@ pub struct AgentConfig {
     pub diagnostics_providers: Vec<super::diagnostics::Provider>,
     /// Notified to collect and send a health report now (the relay keeps one per 30 s).
     pub diagnostics_refresh: Option<Arc<tokio::sync::Notify>>,
+    /// Ephemeral support users (`USERS 1`): orphans cleaned before the first dial, users made
+    /// after the first connection and deleted when [`super::run`] returns; `None`: off.
+    pub support_users: Option<Arc<super::users::SupportUsers>>,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -174,6 +177,7 @@ impl fmt::Debug for AgentConfig {
             .field("service_source", &self.service_source.is_some())
             .field("diagnostics_providers", &self.diagnostics_providers)
             .field("diagnostics_refresh", &self.diagnostics_refresh.is_some())
+            .field("support_users", &self.support_users)
             .finish()
     }
 }
@@ -203,6 +207,7 @@ impl AgentConfig {
             service_source: None,
             diagnostics_providers: Vec::new(),
             diagnostics_refresh: None,
+            support_users: None,
         }
     }
 

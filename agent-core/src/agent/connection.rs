@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     pub diagnostics_hooks: Arc<super::diagnostics::Hooks>,
     pub service_source: Option<manifest::Source>,
     pub on_event: Option<super::EventHandler>,
+    pub users: Option<Arc<super::users::SupportUsers>>,
 }
 
 /// Serves a connection until it ends; every task it started is gone when this returns (or
@@ -57,6 +58,10 @@ pub(crate) async fn serve(mux: &MuxHandle, mut incoming: Incoming, shared: &Shar
         shared.diagnostics_cache.clone(),
         shared.diagnostics_hooks.clone(),
     );
+    // So does the users report (sent once provisioning, started by `run`, has finished).
+    if let Some(users) = &shared.users {
+        super::users::spawn(&mut tasks, mux.clone(), users.clone());
+    }
     let ctx = Arc::new(StreamContext {
         catalogue: shared.catalogue.clone(),
         target_tls: shared.target_tls.clone(),
