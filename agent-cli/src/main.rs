@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_core::agent::{self, AgentConfig, AgentError, ProxySettings, RunOutcome, Secret};
-use agent_core::exclude::ExcludeSet;
-use agent_core::services::parse_static_services;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 mod diagnostics;
+mod platform;
 
 /// Exit code when the relay ended the support session (close code 4000).
 const EXIT_SESSION_CLOSED: u8 = 3;
@@ -48,17 +47,6 @@ struct Cli {
     /// Cluster node id (1 to 10 digits), sent as node_id
     #[arg(short = 'n', long, env = "NODE_ID", value_name = "ID")]
     node_id: Option<String>,
-    /// Static services: name=host:port[:host=vhost][:tls],...
-    #[arg(long, env = "STATIC_SERVICES", value_name = "LIST", default_value = "")]
-    static_services: String,
-    /// Comma-separated globs of service names to leave out
-    #[arg(
-        long,
-        env = "EXCLUDE_PATTERNS",
-        value_name = "LIST",
-        default_value = ""
-    )]
-    exclude: String,
     /// Do not verify the relay certificate (env TLS_INSECURE=true)
     #[arg(
         long,
@@ -102,6 +90,12 @@ struct Cli {
     diagnostics: diagnostics::DiagnosticsFlags,
 
     #[command(flatten)]
+    discovery: platform::DiscoveryFlags,
+
+    #[command(flatten)]
+    users: platform::UsersFlags,
+
+    #[command(flatten)]
     later: NotYetSupported,
 }
 
@@ -115,12 +109,6 @@ fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 #[derive(clap::Args, Debug, Default)]
 struct NotYetSupported {
     /// (not supported yet, ignored)
-    #[arg(short = 'r', long, env = "REDIS_ADDR", value_name = "ADDR")]
-    redis_addr: Option<String>,
-    /// (not supported yet, ignored)
-    #[arg(long, env = "DISCOVERY_INTERVAL", value_name = "DURATION")]
-    discovery_interval: Option<String>,
-    /// (not supported yet, ignored)
     #[arg(long, env = "USERS_DIR", value_name = "DIR")]
     users_dir: Option<String>,
     /// (not supported yet, ignored)
@@ -129,24 +117,18 @@ struct NotYetSupported {
     /// (not supported yet, ignored)
     #[arg(long, env = "USERS_TOTAL_TIMEOUT", value_name = "DURATION")]
     users_total_timeout: Option<String>,
-    /// (not supported yet, ignored)
-    #[arg(long, env = "USERS_STATE_FILE", value_name = "PATH")]
-    users_state_file: Option<String>,
 }
 
 impl NotYetSupported {
     /// The flags that were given (by flag or environment).
     fn given(&self) -> Vec<&'static str> {
         [
-            ("--redis-addr", self.redis_addr.is_some()),
-            ("--discovery-interval", self.discovery_interval.is_some()),
             ("--users-dir", self.users_dir.is_some()),
             (
                 "--users-plugin-timeout",
                 self.users_plugin_timeout.is_some(),
             ),
             ("--users-total-timeout", self.users_total_timeout.is_some()),
-            ("--users-state-file", self.users_state_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -193,9 +175,14 @@ fn build_config(
     let mut config = AgentConfig::new(&cli.url, &cli.key, cli.secret.clone());
     config.proxy = proxy;
     config.node_id = cli.node_id.clone().filter(|n| !n.is_empty());
-    config.static_services = parse_static_services(&cli.static_services)
-        .map_err(|e| flag_error("--static-services", e))?;
-    config.exclude = ExcludeSet::parse(&cli.exclude).map_err(|e| flag_error("--exclude", e))?;
+    config.static_services = cli
+        .discovery
+        .static_services()
+        .map_err(|(flag, e)| flag_error(flag, e))?;
+    config.exclude = cli
+        .discovery
+        .exclude_set()
+        .map_err(|(flag, e)| flag_error(flag, e))?;
     config.tls_insecure = match cli.tls_insecure.as_deref() {
         Some(v) => agent::parse_go_bool(v).map_err(|e| flag_error("--tls-insecure", e))?,
         None => tls_insecure_env == Some("true"),
@@ -230,6 +217,31 @@ fn build_config(
     Ok(config)
 }
 
+/// Detects the platform, starts discovery and runs the agent.
+async fn start(
+    mut config: AgentConfig,
+    cli: &Cli,
+) -> Result<Result<RunOutcome, AgentError>, FlagError> {
+    let plan = cli
+        .discovery
+        .plan()
+        .await
+        .map_err(|(flag, e)| flag_error(flag, e))?;
+    if config.node_id.is_none()
+        && let Some(node) = plan.ns8_node.clone()
+    {
+        tracing::info!(node = %node, "node id from the NethServer 8 node environment");
+        config.node_id = Some(node);
+    }
+    config.support_users = cli
+        .users
+        .support_users(&plan)
+        .await
+        .map(std::sync::Arc::new);
+    config.service_source = Some(plan.discovery.spawn(plan.interval).await);
+    Ok(agent::run(config, shutdown_signal()).await)
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -261,6 +273,9 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = diagnostics::dispatch(&args) {
+        return code;
+    }
+    if let Some(code) = platform::dispatch(&args) {
         return code;
     }
     let cli = Cli::parse_from(args);
@@ -302,7 +317,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(agent::run(config, shutdown_signal())) {
+    let outcome = match runtime.block_on(start(config, &cli)) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("tether-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match outcome {
         Ok(RunOutcome::Shutdown) => ExitCode::SUCCESS,
         Ok(RunOutcome::SessionClosed) => ExitCode::from(EXIT_SESSION_CLOSED),
         Err(AgentError::Config(e)) => {

@@ -142,7 +142,16 @@ fn reference_flags_not_implemented_yet_are_accepted() {
         "--users-state-file",
         "/var/run/my-support-users.json",
     ]);
-    assert_eq!(cli.later.given().len(), 6);
+    // users.d plugins are the only reference feature left out.
+    assert_eq!(
+        cli.later.given(),
+        vec![
+            "--users-dir",
+            "--users-plugin-timeout",
+            "--users-total-timeout"
+        ]
+    );
+    assert_eq!(cli.discovery.redis_addr, "127.0.0.1:6379");
     assert!(config(&["--redis-addr", "127.0.0.1:6379"]).is_ok());
 }
 
@@ -198,7 +207,10 @@ fn env_fallbacks_fill_every_setting() {
         .env("RECONNECT_DELAY", "250ms")
         .env("MAX_RECONNECT_DELAY", "2m")
         .env("TLS_INSECURE", "true")
-        .env("REDIS_ADDR", "127.0.0.1:6379")
+        .env("REDIS_ADDR", "10.0.0.1:6379")
+        .env("DISCOVERY_INTERVAL", "90s")
+        .env("TETHER_PLATFORM", "openwrt")
+        .env("TETHER_NO_SUPPORT_USERS", "true")
         .env("USERS_STATE_FILE", "/var/run/x.json")
         .output()
         .unwrap();
@@ -228,10 +240,15 @@ fn env_child() {
     assert_eq!(config.reconnect_delay, Duration::from_millis(250));
     assert_eq!(config.max_reconnect_delay, Duration::from_secs(120));
     assert!(config.tls_insecure);
+    assert!(cli.later.given().is_empty());
+    assert_eq!(cli.discovery.redis_addr, "10.0.0.1:6379");
+    assert_eq!(cli.discovery.discovery_interval, "90s");
+    assert_eq!(cli.discovery.platform, "openwrt");
     assert_eq!(
-        cli.later.given(),
-        vec!["--redis-addr", "--users-state-file"]
+        cli.users.users_state_file,
+        std::path::Path::new("/var/run/x.json")
     );
+    assert!(cli.users.no_support_users);
     // a flag wins over its variable
     let cli = Cli::try_parse_from(["tether-agent", "-k", "FLAG-KEY"]).unwrap();
     assert_eq!(cli.key, "FLAG-KEY");
