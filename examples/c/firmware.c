@@ -130,7 +130,9 @@ int main(int argc, char **argv) {
   CHECK(tether_config_builder_set_key(builder, key));
   CHECK(tether_config_builder_set_secret(builder, secret));
   CHECK(tether_config_builder_set_diagnostics_dir(builder, ""));
-  CHECK(tether_config_builder_set_terminal(builder, false));
+  /* The web terminal is off unless FIRMWARE_TERMINAL is set (a firmware would read its own
+     setting here). */
+  CHECK(tether_config_builder_set_terminal(builder, getenv("FIRMWARE_TERMINAL") != NULL));
   CHECK(tether_config_builder_set_reconnect_delay(builder, 100, 2000));
   CHECK(tether_config_builder_set_event_callback(builder, on_event, NULL));
   CHECK(tether_config_builder_set_log_callback(builder, on_log, NULL, TETHER_LOG_LEVEL_INFO));

@@ -1,18 +1,23 @@
 //! Rust firmware that embeds the agent runtime (the SDK story): it serves its own web page,
-//! publishes it through [`AgentConfig::service_source`] instead of discovery, adds a check of
-//! its own through [`AgentConfig::diagnostics_providers`] and stops on Ctrl-C.
+//! publishes it through a discovery adapter of its own (a [`Discover`] implementation run by
+//! [`Discovery`], which feeds [`AgentConfig::service_source`]), adds a check of its own
+//! through [`AgentConfig::diagnostics_providers`], prints the agent's events, refreshes the
+//! report when a `refresh` line arrives on stdin and stops when stdin closes or on Ctrl-C.
 //!
 //! Usage: `tether-sdk-example URL KEY SECRET` (or `TETHER_URL`, `TETHER_KEY`, `TETHER_SECRET`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use agent_core::agent::diagnostics::Provider;
+use agent_core::agent::discovery::{Discover, DiscoverFuture, Discovery, Services};
 use agent_core::agent::{self, AgentConfig, AgentEvent};
 use agent_core::document::{Check, PluginReport, ServiceInfo, Status};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use agent_core::exclude::ExcludeSet;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
-const PAGE: &str = "hello from the rust firmware\n";
+const PAGE: &str = "hello from the firmware\n";
 
 fn setting(args: &[String], i: usize, env: &str) -> Result<String, String> {
     args.get(i)
@@ -20,6 +25,48 @@ fn setting(args: &[String], i: usize, env: &str) -> Result<String, String> {
         .or_else(|| std::env::var(env).ok())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| format!("usage: tether-sdk-example URL KEY SECRET (or {env})"))
+}
+
+/// The firmware's discovery adapter: it asks the firmware's own state which services run.
+/// A real firmware would read its configuration database here; re-discovery calls it every
+/// interval and the agent re-publishes only when the answer changed.
+struct FirmwareServices {
+    ui_port: u16,
+}
+
+impl Discover for FirmwareServices {
+    fn name(&self) -> &str {
+        "firmware"
+    }
+
+    fn discover(&self) -> DiscoverFuture<'_> {
+        Box::pin(async move {
+            let ui = ServiceInfo {
+                target: format!("127.0.0.1:{}", self.ui_port),
+                label: "Firmware web UI".into(),
+                ..ServiceInfo::default()
+            };
+            Ok(Services::from([("firmware-ui".into(), ui)]))
+        })
+    }
+}
+
+/// One line per agent event, in the C example's words.
+fn print_event(event: &AgentEvent) {
+    let line = match event {
+        AgentEvent::Connecting { attempt } => format!("connecting: attempt {attempt}"),
+        AgentEvent::Connected => "connected".into(),
+        AgentEvent::AttemptFailed { error, .. } => format!("attempt failed: {error}"),
+        AgentEvent::Disconnected { reason, .. } => format!("disconnected: {reason}"),
+        AgentEvent::SessionClosed => "session closed".into(),
+        AgentEvent::ServiceOpened { service } => format!("service opened: {service}"),
+        AgentEvent::TerminalOpened { operator } => {
+            format!("terminal opened: {}", operator.as_deref().unwrap_or("?"))
+        }
+        AgentEvent::CommandApplied { changed } => format!("command applied: changed={changed}"),
+        other => format!("{other:?}"),
+    };
+    eprintln!("firmware: event {line}");
 }
 
 #[tokio::main]
@@ -51,15 +98,12 @@ async fn main() -> Result<(), String> {
         }
     });
 
-    // The service list the firmware publishes; `services.send_replace` changes it at runtime.
-    let ui = ServiceInfo {
-        target: format!("127.0.0.1:{port}"),
-        label: "Firmware web UI".into(),
-        ..ServiceInfo::default()
-    };
-    let (services, source) =
-        tokio::sync::watch::channel(BTreeMap::from([("firmware-ui".into(), ui)]));
-    config.service_source = Some(source);
+    // The firmware's services, discovered by its own adapter every 30 s.
+    let discovery = Discovery::new(
+        vec![Box::new(FirmwareServices { ui_port: port })],
+        ExcludeSet::default(),
+    );
+    config.service_source = Some(discovery.spawn(Duration::from_secs(30)).await);
 
     // A check of its own in every health report (runs on a blocking thread).
     config.diagnostics_providers.push(Provider {
@@ -78,17 +122,28 @@ async fn main() -> Result<(), String> {
         }),
     });
     config.diagnostics.dir = None;
-    config.on_event = Some(Arc::new(|event: &AgentEvent| {
-        tracing::info!(?event, "agent event");
-    }));
+    config.on_event = Some(Arc::new(print_event));
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    config.diagnostics_refresh = Some(refresh.clone());
 
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Stop on Ctrl-C or when stdin closes; `refresh` re-collects the health report.
+    let shutdown = async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) if line.trim() == "refresh" => refresh.notify_one(),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
     };
     let outcome = agent::run(config, shutdown)
         .await
         .map_err(|e| e.to_string())?;
-    drop(services);
-    tracing::info!(?outcome, "agent stopped");
+    eprintln!("firmware: event stopped ({outcome:?})");
+    eprintln!("firmware: exit 0");
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::harness::{DEADLINE, Relay, eventually};
+use crate::harness::{DEADLINE, Relay, device_server, eventually};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -98,9 +98,23 @@ impl Drop for Firmware {
     }
 }
 
+/// What the example under test does besides the common part.
+#[derive(Clone, Copy, Default)]
+struct Expect {
+    /// It forwards the library's log lines (`firmware: log ...`).
+    log_lines: bool,
+    /// It runs with the terminal on (`FIRMWARE_TERMINAL=1`): open one and see the event.
+    terminal: bool,
+}
+
 /// Runs the example as `program` and checks what an operator sees.
 /// Returns the example's output.
-async fn operator_sees_the_firmware(program: &[&str], env: &[(&str, &str)], slow: u32) -> String {
+async fn operator_sees_the_firmware(
+    program: &[&str],
+    env: &[(&str, &str)],
+    slow: u32,
+    expect: Expect,
+) -> String {
     let relay = Relay::start(&[]).await;
     let mut firmware = Firmware::start(&relay, program, env);
     let id = relay.active_session_with("firmware-ui").await;
@@ -133,7 +147,45 @@ async fn operator_sees_the_firmware(program: &[&str], env: &[(&str, &str)], slow
     let out = firmware.output();
     assert!(out.contains("firmware: event connected"), "{out}");
     assert!(out.contains("event service opened: firmware-ui"), "{out}");
-    assert!(out.contains("firmware: log "), "{out}");
+    if expect.log_lines {
+        assert!(out.contains("firmware: log "), "{out}");
+    }
+
+    // An operator adds a service: the host hears of the applied command.
+    let device = device_server().await;
+    let added = relay
+        .http
+        .post(format!("{}/api/v1/sessions/{id}/services", relay.base))
+        .bearer_auth(&relay.token)
+        .json(&serde_json::json!({"services": {"lan-device": {"target": device.to_string()}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+    eventually("the command-applied event", DEADLINE * slow, || {
+        let out = firmware.output();
+        async move {
+            out.contains("firmware: event command applied")
+                .then_some(())
+        }
+    })
+    .await;
+
+    if expect.terminal {
+        let ticket = crate::terminal::ticket(&relay, &id, &relay.token).await;
+        let ws = crate::terminal::connect(&relay, &id, &ticket, None)
+            .await
+            .expect("terminal websocket");
+        eventually("the terminal-opened event", DEADLINE * slow, || {
+            let out = firmware.output();
+            async move {
+                out.contains("firmware: event terminal opened")
+                    .then_some(())
+            }
+        })
+        .await;
+        drop(ws);
+    }
     // a refresh request goes through the library while connected
     firmware
         .child
@@ -152,7 +204,28 @@ async fn operator_sees_the_firmware(program: &[&str], env: &[(&str, &str)], slow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_example_publishes_its_service_and_check() {
     let program = build().join("firmware");
-    operator_sees_the_firmware(&[program.to_str().unwrap()], &[], 1).await;
+    let expect = Expect {
+        log_lines: true,
+        terminal: true,
+    };
+    operator_sees_the_firmware(
+        &[program.to_str().unwrap()],
+        &[("FIRMWARE_TERMINAL", "1")],
+        1,
+        expect,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_example_discovers_its_service_and_adds_its_check() {
+    let program = crate::harness::relay_bin().with_file_name("tether-sdk-example");
+    assert!(
+        program.exists(),
+        "{} is missing: build it first (cargo build --workspace)",
+        program.display()
+    );
+    operator_sees_the_firmware(&[program.to_str().unwrap()], &[], 1, Expect::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,6 +243,10 @@ async fn the_c_example_is_clean_under_valgrind() {
         ],
         &[],
         4,
+        Expect {
+            log_lines: true,
+            terminal: false,
+        },
     )
     .await;
     assert!(out.contains("ERROR SUMMARY: 0 errors"), "{out}");
@@ -188,8 +265,15 @@ async fn the_c_example_is_clean_under_address_sanitizer() {
     let program = build().join("firmware-asan");
     operator_sees_the_firmware(
         &[program.to_str().unwrap()],
-        &[("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")],
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+            ("FIRMWARE_TERMINAL", "1"),
+        ],
         2,
+        Expect {
+            log_lines: true,
+            terminal: true,
+        },
     )
     .await;
 }

@@ -88,7 +88,7 @@ async fn an_operator_adds_a_service_proxies_to_it_and_removes_it() {
     let audit = relay
         .get_json(&format!("/api/v1/audit?session_id={id}"))
         .await;
-    let actions: Vec<&str> = audit["entries"]
+    let actions: Vec<&str> = audit["audit"]
         .as_array()
         .into_iter()
         .flatten()

@@ -29,13 +29,13 @@ async fn ask_ticket(relay: &Relay, id: &str, token: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn ticket(relay: &Relay, id: &str, token: &str) -> String {
+pub(crate) async fn ticket(relay: &Relay, id: &str, token: &str) -> String {
     let (status, body) = ask_ticket(relay, id, token).await;
     assert_eq!(status, 200, "ticket: {body}");
     body["ticket"].as_str().unwrap().to_owned()
 }
 
-async fn connect(
+pub(crate) async fn connect(
     relay: &Relay,
     id: &str,
     ticket: &str,
