@@ -157,10 +157,7 @@ impl DiscoveryFlags {
         let d = parse_go_duration(&self.discovery_interval)
             .map_err(|e| ("--discovery-interval", e.to_string()))?;
         if d < Duration::from_secs(1) {
-            return Err((
-                "--discovery-interval",
-                "must be at least 1s".to_owned(),
-            ));
+            return Err(("--discovery-interval", "must be at least 1s".to_owned()));
         }
         Ok(d)
     }

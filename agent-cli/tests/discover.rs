@@ -82,7 +82,10 @@ fn a_failing_adapter_is_shown_and_fails_the_command() {
         missing.to_str().unwrap(),
     ]);
     assert!(!ok);
-    assert!(out.contains("adapter static-file: FAILED: cannot read"), "{out}");
+    assert!(
+        out.contains("adapter static-file: FAILED: cannot read"),
+        "{out}"
+    );
 }
 
 #[test]

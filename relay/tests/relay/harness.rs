@@ -109,6 +109,8 @@ impl Relay {
             .args(["--rate-limit-per-ip", "0", "--rate-limit-per-key", "0"])
             .args(&self.serve_args)
             .env("TETHER_LOG", "info,tether_relay=debug")
+            // Relative defaults (./recordings) land in the test's own directory.
+            .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(log_file(self.dir.path(), "relay"));
         let mut child = cmd.spawn().expect("start tether-relay");
