@@ -117,7 +117,9 @@ async fn operator_sees_the_firmware(
 ) -> String {
     let relay = Relay::start(&[]).await;
     let mut firmware = Firmware::start(&relay, program, env);
-    let id = relay.active_session_with("firmware-ui").await;
+    let id = relay
+        .active_session_within("firmware-ui", DEADLINE * slow)
+        .await;
     let detail = relay.get_json(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(
         detail["services"]["firmware-ui"]["label"], "Firmware web UI",

@@ -167,7 +167,12 @@ impl Relay {
 
     /// Wait for an active session whose agent is connected and publishes `service`.
     pub async fn active_session_with(&self, service: &str) -> String {
-        eventually("a connected session with the service", DEADLINE, || async {
+        self.active_session_within(service, DEADLINE).await
+    }
+
+    /// [`Relay::active_session_with`] with its own deadline (agents under valgrind are slow).
+    pub async fn active_session_within(&self, service: &str, deadline: Duration) -> String {
+        eventually("a connected session with the service", deadline, || async {
             for s in self.sessions("active").await {
                 let id = s["id"].as_str()?.to_owned();
                 let detail = self.get_json(&format!("/api/v1/sessions/{id}")).await;
