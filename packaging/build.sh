@@ -25,7 +25,8 @@ declare -A OPENWRT_ARCH=(
 	[mipsel-unknown-linux-musl]=mipsel_24kc
 )
 # The budget: the stripped MIPS agent must fit small routers' flash next to the firmware.
-MIPS_BUDGET=$((3 * 1024 * 1024))
+# TETHER_SIZE_BUDGET (bytes) overrides it for experiments only; CI never sets it.
+MIPS_BUDGET=${TETHER_SIZE_BUDGET:-$((3 * 1024 * 1024))}
 MIPS_AIM=$((2 * 1024 * 1024))
 
 DIST=dist
