@@ -1,0 +1,5 @@
+# tether-agent %preun: on erase (not upgrade) stop and disable the unit.
+if [ "$1" -eq 0 ]; then
+	systemctl stop tether-agent.service >/dev/null 2>&1 || :
+	systemctl disable tether-agent.service >/dev/null 2>&1 || :
+fi
