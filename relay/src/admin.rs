@@ -202,22 +202,7 @@ async fn run_system(cmd: SystemCmd, store: &Store, out: &mut impl Write) -> anyh
         }
         SystemCmd::Disable { system, output } => {
             let found = find_system(store, &system).await?;
-            store.set_system_enabled(&found.id, false).await?;
-            // A disabled system must not keep a support window open.
-            let filter = SessionFilter {
-                status: None,
-                system: Some(found.id.clone()),
-            };
-            let mut closed = 0usize;
-            for session in store.list_sessions(&filter).await? {
-                if session.status.is_open()
-                    && store
-                        .close_session(&session.id, CloseReason::SystemDisabled)
-                        .await?
-                {
-                    closed += 1;
-                }
-            }
+            let closed = disable_system(store, &found.id).await?;
             audit(
                 store,
                 "system.disable",
@@ -309,6 +294,27 @@ async fn run_operator(cmd: OperatorCmd, store: &Store, out: &mut impl Write) -> 
             set_operator(store, &operator, false, output, out).await
         }
     }
+}
+
+/// Disables support for a system and closes its open sessions (a disabled system must not keep
+/// a support window open); returns how many sessions were closed.
+pub async fn disable_system(store: &Store, id: &str) -> Result<usize, crate::store::StoreError> {
+    store.set_system_enabled(id, false).await?;
+    let filter = SessionFilter {
+        status: None,
+        system: Some(id.to_owned()),
+    };
+    let mut closed = 0usize;
+    for session in store.list_sessions(&filter).await? {
+        if session.status.is_open()
+            && store
+                .close_session(&session.id, CloseReason::SystemDisabled)
+                .await?
+        {
+            closed += 1;
+        }
+    }
+    Ok(closed)
 }
 
 async fn set_operator(

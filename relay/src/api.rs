@@ -21,11 +21,11 @@
 //! | GET | `/api/v1/sessions/{id}/diagnostics`, `/api/v1/systems/{id}/diagnostics` | viewer |
 //! | GET | `/healthz`, `/metrics` | none |
 
-mod audit;
-mod diagnostics;
-mod services;
-mod sessions;
-mod systems;
+pub(crate) mod audit;
+pub(crate) mod diagnostics;
+pub(crate) mod services;
+pub(crate) mod sessions;
+pub(crate) mod systems;
 
 pub(crate) use self::sessions::connected;
 

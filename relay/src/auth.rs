@@ -86,6 +86,12 @@ impl FromRequestParts<AppState> for CurrentOperator {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<CurrentOperator, AppError> {
+        // Without a Bearer token, the console's login cookie (and CSRF token) may stand in.
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && let Some(operator) = crate::console::auth::api_operator(parts, state).await?
+        {
+            return Ok(CurrentOperator(operator));
+        }
         let token = bearer_token(&parts.headers)?;
         match state.store.operator_for_token(token).await? {
             Some(operator) => Ok(CurrentOperator(operator)),

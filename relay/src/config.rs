@@ -83,6 +83,16 @@ pub struct ServeConfig {
     /// Also record the operator's keystrokes ("i" events; they may include passwords).
     #[arg(long, env = "TETHER_RECORD_INPUT")]
     pub record_input: bool,
+    /// A console login unused for this long ends.
+    #[arg(long, env = "TETHER_CONSOLE_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
+    pub console_idle_timeout: Duration,
+    /// A console login ends this long after it began, however busy.
+    #[arg(long, env = "TETHER_CONSOLE_SESSION_LIFETIME", default_value = "12h", value_parser = duration)]
+    pub console_session_lifetime: Duration,
+    /// Mark console cookies Secure and send HSTS (set it when operators reach the relay over
+    /// HTTPS; a trusted proxy's `X-Forwarded-Proto: https` does the same per request).
+    #[arg(long, env = "TETHER_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 impl ServeConfig {
@@ -106,6 +116,11 @@ impl ServeConfig {
         if self.terminal_ticket_ttl.is_zero() || self.terminal_idle_timeout.is_zero() {
             return Err(
                 "--terminal-ticket-ttl and --terminal-idle-timeout must be more than 0".into(),
+            );
+        }
+        if self.console_idle_timeout.is_zero() || self.console_session_lifetime.is_zero() {
+            return Err(
+                "--console-idle-timeout and --console-session-lifetime must be more than 0".into(),
             );
         }
         if self.recordings_retention.is_zero() {

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod diagnostics;
@@ -89,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .merge(tunnel::router())
         .merge(api::router())
         .merge(terminal::router())
+        .merge(console::router(&state))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state)

@@ -24,6 +24,8 @@ mod diagnostics;
 pub use diagnostics::{DEFAULT_DIAGNOSTICS_HISTORY, DiagnosticsEntry};
 mod terminal;
 pub use terminal::{Recording, TerminalRevoked};
+mod console;
+pub use console::ConsoleSession;
 
 /// Unix time in milliseconds.
 pub type Millis = i64;

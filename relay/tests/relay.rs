@@ -24,3 +24,6 @@ mod embedding;
 
 #[path = "relay/services.rs"]
 mod services;
+
+#[path = "relay/console.rs"]
+mod console;

@@ -17,17 +17,37 @@ pub const MAX_AUDIT_LIMIT: i64 = 1000;
 pub const DEFAULT_AUDIT_LIMIT: i64 = 100;
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
-pub(super) struct AuditQuery {
-    session: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    limit: Option<i64>,
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuditQuery {
+    pub(crate) session: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) limit: Option<i64>,
+}
+
+impl AuditQuery {
+    /// The store filter, with at most `max` records; 400 for a limit out of range.
+    pub(crate) fn filter(self, max: i64) -> Result<AuditFilter, AppError> {
+        let limit = self.limit.unwrap_or(DEFAULT_AUDIT_LIMIT);
+        if !(1..=max).contains(&limit) {
+            return Err(AppError::bad_request(
+                "invalid_limit",
+                format!("limit must be from 1 to {max}, not {limit}"),
+            ));
+        }
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Ok(AuditFilter {
+            session_id: nonempty(self.session),
+            actor: nonempty(self.actor),
+            action: nonempty(self.action),
+            limit: Some(limit),
+        })
+    }
 }
 
 /// One audit record as the API shows it.
 #[derive(Debug, Serialize)]
-struct AuditView {
+pub(crate) struct AuditView {
     id: i64,
     at: Timestamp,
     actor: String,
@@ -62,20 +82,7 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     who.require(Role::Admin)?;
-    let limit = q.limit.unwrap_or(DEFAULT_AUDIT_LIMIT);
-    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
-        return Err(AppError::bad_request(
-            "invalid_limit",
-            format!("limit must be from 1 to {MAX_AUDIT_LIMIT}, not {limit}"),
-        ));
-    }
-    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let filter = AuditFilter {
-        session_id: nonempty(q.session),
-        actor: nonempty(q.actor),
-        action: nonempty(q.action),
-        limit: Some(limit),
-    };
+    let filter = q.filter(MAX_AUDIT_LIMIT)?;
     let records: Vec<AuditView> = state
         .store
         .list_audit(&filter)

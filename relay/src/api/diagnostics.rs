@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::auth::CurrentOperator;
 use crate::diagnostics::worst_of;
 use crate::error::AppError;
-use crate::store::{Role, SessionFilter};
+use crate::store::{Role, Session, SessionFilter};
 
 /// One stored report.
 #[derive(Debug, Serialize)]
@@ -42,10 +42,7 @@ pub(super) async fn for_session(
             report: e.report,
         })
         .collect();
-    let overall = session
-        .diagnostics
-        .as_ref()
-        .and_then(|d| d["overall_status"].as_str().map(str::to_owned));
+    let overall = overall_status(&session);
     Ok(Json(serde_json::json!({
         "session_id": session.id,
         "overall_status": overall,
@@ -53,6 +50,14 @@ pub(super) async fn for_session(
         "diagnostics_at": session.diagnostics_at.map(ts),
         "history": history,
     })))
+}
+
+/// The overall status of a session's latest report, `None` before its first.
+pub(crate) fn overall_status(session: &Session) -> Option<String> {
+    session
+        .diagnostics
+        .as_ref()
+        .and_then(|d| d["overall_status"].as_str().map(str::to_owned))
 }
 
 /// One node of a system.
@@ -88,10 +93,7 @@ pub(super) async fn for_system(
         .into_iter()
         .filter(|s| s.status.is_open())
         .map(|s| NodeView {
-            overall_status: s
-                .diagnostics
-                .as_ref()
-                .and_then(|d| d["overall_status"].as_str().map(str::to_owned)),
+            overall_status: overall_status(&s),
             node_id: s.node_id,
             session_id: s.id,
             session_status: s.status,

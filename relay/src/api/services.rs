@@ -39,7 +39,7 @@ pub(super) async fn list(
 /// One service in `POST /api/v1/sessions/{id}/services`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct NewService {
+pub(crate) struct NewService {
     target: String,
     #[serde(default)]
     label: String,
@@ -52,8 +52,23 @@ pub(super) struct NewService {
 /// Body of `POST /api/v1/sessions/{id}/services`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AddBody {
+pub(crate) struct AddBody {
     services: BTreeMap<String, NewService>,
+}
+
+impl AddBody {
+    /// A request to add one service (the console's form).
+    pub(crate) fn one(name: String, target: String, label: String, tls: bool) -> AddBody {
+        let service = NewService {
+            target,
+            label,
+            tls,
+            host: String::new(),
+        };
+        AddBody {
+            services: BTreeMap::from([(name, service)]),
+        }
+    }
 }
 
 /// The `add_services` command for an operator's request, checked as the agent will check it
@@ -105,16 +120,31 @@ pub(super) async fn add(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AddBody>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let services = add_services(&state, &who, from, &id, body).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "services": services }),
+    ))
+}
+
+/// Adds services to session `id` by command (operator role), audits each, and answers with the
+/// services after the agent applied it, or the agent's refusal.
+pub(crate) async fn add_services(
+    state: &AppState,
+    who: &CurrentOperator,
+    from: ClientAddr,
+    id: &str,
+    body: AddBody,
+) -> Result<BTreeMap<String, ServiceInfo>, AppError> {
     who.require(Role::Operator)?;
     let command = add_command(body)?;
-    let (session, tunnel) = connected(&state, &id).await?;
+    let (session, tunnel) = connected(state, id).await?;
     let result = tunnel.command(&command).await;
     if let Command::AddServices { services } = &command {
         for (name, info) in services {
             let entry = AuditEntry {
                 action: "service_add".into(),
                 system_id: Some(session.system_id.clone()),
-                session_id: Some(id.clone()),
+                session_id: Some(id.to_owned()),
                 service: Some(name.clone()),
                 detail: Some(serde_json::json!({
                     "target": info.target,
@@ -125,13 +155,11 @@ pub(super) async fn add(
                 })),
                 ..AuditEntry::default()
             };
-            audit(&state, &who, from, entry).await;
+            audit(state, who, from, entry).await;
         }
     }
     result?;
-    Ok(Json(
-        serde_json::json!({ "ok": true, "services": tunnel.services() }),
-    ))
+    Ok(tunnel.services())
 }
 
 /// `DELETE /api/v1/sessions/{id}/services/{name}` (operator): only services added by command
@@ -142,33 +170,48 @@ pub(super) async fn remove(
     from: ClientAddr,
     ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let services = remove_service(&state, &who, from, &id, &name).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "services": services }),
+    ))
+}
+
+/// Removes a service added by command from session `id` (operator role), audits it, and
+/// answers with the services left, or why it could not be removed.
+pub(crate) async fn remove_service(
+    state: &AppState,
+    who: &CurrentOperator,
+    from: ClientAddr,
+    id: &str,
+    name: &str,
+) -> Result<BTreeMap<String, ServiceInfo>, AppError> {
     who.require(Role::Operator)?;
-    if let Err(e) = policy::validate_connect_name(&name) {
+    if let Err(e) = policy::validate_connect_name(name) {
         return Err(AppError::bad_request(
             "invalid_service_name",
             format!("{name:?} is not a service name: {e}"),
         ));
     }
-    let (session, tunnel) = connected(&state, &id).await?;
-    if tunnel.service(&name).is_none() {
-        return Err(TunnelError::ServiceNotFound(name).into());
+    let (session, tunnel) = connected(state, id).await?;
+    if tunnel.service(name).is_none() {
+        return Err(TunnelError::ServiceNotFound(name.to_owned()).into());
     }
     let command = Command::RemoveServices {
-        service_names: vec![name.clone()],
+        service_names: vec![name.to_owned()],
     };
     let result = tunnel.command(&command).await;
     let entry = AuditEntry {
         action: "service_remove".into(),
         system_id: Some(session.system_id.clone()),
-        session_id: Some(id.clone()),
-        service: Some(name.clone()),
+        session_id: Some(id.to_owned()),
+        service: Some(name.to_owned()),
         detail: Some(serde_json::json!({ "outcome": outcome(&result) })),
         ..AuditEntry::default()
     };
-    audit(&state, &who, from, entry).await;
+    audit(state, who, from, entry).await;
     result?;
     // The agent answers OK for a name it did not add, and keeps publishing it.
-    if tunnel.service(&name).is_some() {
+    if tunnel.service(name).is_some() {
         return Err(AppError::conflict(
             "not_removable",
             format!(
@@ -176,9 +219,7 @@ pub(super) async fn remove(
             ),
         ));
     }
-    Ok(Json(
-        serde_json::json!({ "ok": true, "services": tunnel.services() }),
-    ))
+    Ok(tunnel.services())
 }
 
 #[cfg(test)]

@@ -119,11 +119,13 @@ pub(crate) fn services_of(
 }
 
 /// Query of `GET /sessions`, as pairs so that `status` may repeat.
-type Pairs = Vec<(String, String)>;
+pub(crate) type Pairs = Vec<(String, String)>;
 
 /// The filter of `GET /sessions`: `status` (repeated or comma-separated) and `system` (id or
 /// name).
-fn parse_list_query(pairs: &Pairs) -> Result<(Vec<SessionStatus>, Option<String>), AppError> {
+pub(crate) fn parse_list_query(
+    pairs: &Pairs,
+) -> Result<(Vec<SessionStatus>, Option<String>), AppError> {
     let mut statuses = Vec::new();
     let mut system = None;
     for (key, value) in pairs {
@@ -153,6 +155,20 @@ pub(super) async fn list(
 ) -> Result<Json<serde_json::Value>, AppError> {
     who.require(Role::Viewer)?;
     let (statuses, system) = parse_list_query(&pairs)?;
+    let sessions = list_filtered(&state, &statuses, system).await?;
+    let views: Vec<SessionView> = sessions
+        .iter()
+        .map(|s| SessionView::new(s, state.tunnels.by_session(&s.id).as_deref()))
+        .collect();
+    Ok(Json(serde_json::json!({ "sessions": views })))
+}
+
+/// The sessions with any of `statuses` (all when empty) of `system` (id or name), newest first.
+pub(crate) async fn list_filtered(
+    state: &AppState,
+    statuses: &[SessionStatus],
+    system: Option<String>,
+) -> Result<Vec<Session>, AppError> {
     let mut sessions = if statuses.len() <= 1 {
         let filter = SessionFilter {
             status: statuses.first().copied(),
@@ -163,7 +179,7 @@ pub(super) async fn list(
         let mut all = Vec::new();
         for status in statuses {
             let filter = SessionFilter {
-                status: Some(status),
+                status: Some(*status),
                 system: system.clone(),
             };
             all.extend(state.store.list_sessions(&filter).await?);
@@ -171,11 +187,7 @@ pub(super) async fn list(
         all
     };
     sessions.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-    let views: Vec<SessionView> = sessions
-        .iter()
-        .map(|s| SessionView::new(s, state.tunnels.by_session(&s.id).as_deref()))
-        .collect();
-    Ok(Json(serde_json::json!({ "sessions": views })))
+    Ok(sessions)
 }
 
 /// `GET /api/v1/sessions/{id}` (viewer).
@@ -212,8 +224,21 @@ pub(super) async fn extend(
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<Patch>,
 ) -> Result<Json<SessionView>, AppError> {
+    let session = extend_session(&state, &who, from, &id, patch.extend_hours).await?;
+    let tunnel = state.tunnels.by_session(&id);
+    Ok(Json(SessionView::new(&session, tunnel.as_deref())))
+}
+
+/// Extends the open session `id` by `hours` (operator role) and audits it.
+pub(crate) async fn extend_session(
+    state: &AppState,
+    who: &CurrentOperator,
+    from: ClientAddr,
+    id: &str,
+    hours: i64,
+) -> Result<Session, AppError> {
     who.require(Role::Operator)?;
-    let before = find(&state, &id).await?;
+    let before = find(state, id).await?;
     if !before.status.is_open() {
         return Err(AppError::conflict(
             "session_closed",
@@ -223,20 +248,19 @@ pub(super) async fn extend(
             ),
         ));
     }
-    let session = state.store.extend_session(&id, patch.extend_hours).await?;
+    let session = state.store.extend_session(id, hours).await?;
     let entry = AuditEntry {
         action: "session_extend".into(),
         system_id: Some(session.system_id.clone()),
-        session_id: Some(id.clone()),
+        session_id: Some(id.to_owned()),
         detail: Some(serde_json::json!({
-            "hours": patch.extend_hours,
+            "hours": hours,
             "expires_at": ts(session.expires_at),
         })),
         ..AuditEntry::default()
     };
-    audit(&state, &who, from, entry).await;
-    let tunnel = state.tunnels.by_session(&id);
-    Ok(Json(SessionView::new(&session, tunnel.as_deref())))
+    audit(state, who, from, entry).await;
+    Ok(session)
 }
 
 /// `DELETE /api/v1/sessions/{id}` (operator): close it; the agent is told to stop (code 4000)
@@ -246,12 +270,25 @@ pub(super) async fn close(
     who: CurrentOperator,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let after = close_session(&state, &who, &id).await?;
+    Ok(Json(serde_json::json!({
+        "ok": true,
+        "session": SessionView::new(&after, None),
+    })))
+}
+
+/// Closes the open session `id` (operator role; [`crate::session::Sessions::close`] audits
+/// it) and returns it as closed; 409 if it had already ended.
+pub(crate) async fn close_session(
+    state: &AppState,
+    who: &CurrentOperator,
+    id: &str,
+) -> Result<Session, AppError> {
     who.require(Role::Operator)?;
-    let before = find(&state, &id).await?;
-    // Sessions::close writes the audit record itself.
+    let before = find(state, id).await?;
     let closed = state
         .sessions
-        .close(&id, CloseReason::Operator, who.name())
+        .close(id, CloseReason::Operator, who.name())
         .await?;
     if !closed {
         return Err(AppError::conflict(
@@ -259,11 +296,7 @@ pub(super) async fn close(
             format!("session {id} is already {}", before.status),
         ));
     }
-    let after = find(&state, &id).await?;
-    Ok(Json(serde_json::json!({
-        "ok": true,
-        "session": SessionView::new(&after, None),
-    })))
+    find(state, id).await
 }
 
 #[cfg(test)]

@@ -25,18 +25,23 @@ struct SystemView {
     created_at: Timestamp,
 }
 
+/// Ids of the systems with a tunnel (any node) up now.
+pub(crate) fn connected_systems(state: &AppState) -> HashSet<String> {
+    state
+        .tunnels
+        .all()
+        .iter()
+        .map(|t| t.system_id().to_owned())
+        .collect()
+}
+
 /// `GET /api/v1/systems` (viewer): every system, by name.
 pub(super) async fn list(
     State(state): State<AppState>,
     who: CurrentOperator,
 ) -> Result<Json<serde_json::Value>, AppError> {
     who.require(Role::Viewer)?;
-    let live: HashSet<String> = state
-        .tunnels
-        .all()
-        .iter()
-        .map(|t| t.system_id().to_owned())
-        .collect();
+    let live = connected_systems(&state);
     let systems: Vec<SystemView> = state
         .store
         .list_systems()
