@@ -50,7 +50,7 @@ pub struct DiscoveryFlags {
         long,
         env = "REDIS_ADDR",
         value_name = "ADDR",
-        default_value = "127.0.0.1:6379"
+        default_value = agent_core::agent::discovery::ns8::DEFAULT_REDIS_ADDR
     )]
     pub redis_addr: String,
     /// How often services are discovered again; a changed list is re-published (Go duration)
