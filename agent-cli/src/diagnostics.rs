@@ -130,16 +130,11 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         return None;
     }
     let tool = Tool::parse_from(args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    let runtime = match crate::runtime(builder) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether-agent: cannot start the runtime: {e}");
-            return Some(ExitCode::FAILURE);
-        }
+        Err(code) => return Some(code),
     };
     let config = |flags: &DiagnosticsFlags| {
         flags.to_config().map_err(|(flag, e)| {

@@ -242,6 +242,14 @@ async fn start(
     Ok(agent::run(config, shutdown_signal()).await)
 }
 
+/// Builds the tokio runtime of a command; the error is the exit code, already explained.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("tether-agent: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -307,15 +315,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = match runtime.block_on(start(config, &cli)) {
         Ok(outcome) => outcome,

@@ -258,17 +258,12 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
     let Tool {
         command: ToolCommand::Discover { json, flags },
     } = Tool::parse_from(args);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether-agent: cannot start the runtime: {e}");
-            return Some(ExitCode::FAILURE);
-        }
-    };
-    Some(runtime.block_on(discover(&flags, json)))
+    Some(
+        match crate::runtime(tokio::runtime::Builder::new_current_thread()) {
+            Ok(runtime) => runtime.block_on(discover(&flags, json)),
+            Err(code) => code,
+        },
+    )
 }
 
 async fn discover(flags: &DiscoveryFlags, json: bool) -> ExitCode {

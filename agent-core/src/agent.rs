@@ -248,6 +248,21 @@ async fn wait(delay: Duration, shutdown: &mut (impl Future<Output = ()> + Unpin)
     }
 }
 
+/// One agent-opened control stream (`DIAGNOSTICS 1`, `USERS 1`): its header, the document
+/// as one JSON line, then FIN.
+pub(crate) async fn send_document(
+    mux: &transport::MuxHandle,
+    kind: crate::wire::AgentStream,
+    document: &impl serde::Serialize,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut body = kind.header().to_vec();
+    body.extend_from_slice(&crate::document::to_json_line(document));
+    let mut stream = mux.open().await.map_err(|e| e.to_string())?;
+    stream.write_all(&body).await.map_err(|e| e.to_string())?;
+    stream.shutdown().await.map_err(|e| e.to_string())
+}
+
 /// Static services less the excluded ones.
 pub(crate) fn published_static(
     config: &AgentConfig,

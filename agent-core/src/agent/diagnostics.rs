@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::document::{self, DiagnosticsReport, PluginReport, Status, Timestamp};
+use crate::document::{DiagnosticsReport, PluginReport, Status, Timestamp};
 use crate::plugin_output;
 use crate::transport::MuxHandle;
 use crate::wire::AgentStream;
@@ -308,11 +307,7 @@ pub(crate) fn spawn(
 
 /// One `DIAGNOSTICS 1` stream: header, JSON line, FIN.
 async fn send(mux: &MuxHandle, report: &DiagnosticsReport) -> Result<(), String> {
-    let mut body = AgentStream::Diagnostics.header().to_vec();
-    body.extend_from_slice(&document::to_json_line(report));
-    let mut stream = mux.open().await.map_err(|e| e.to_string())?;
-    stream.write_all(&body).await.map_err(|e| e.to_string())?;
-    stream.shutdown().await.map_err(|e| e.to_string())
+    super::send_document(mux, AgentStream::Diagnostics, report).await
 }
 
 /// The agent's diagnostics settings with the `TETHER_*` context of this agent added:

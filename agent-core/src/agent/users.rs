@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 
-use crate::document::{self, MAX_USERS_BYTES, SessionUsers, Timestamp, UserError, UsersReport};
+use crate::document::{MAX_USERS_BYTES, SessionUsers, Timestamp, UserError, UsersReport};
 use crate::transport::MuxHandle;
 use crate::wire::AgentStream;
 
@@ -428,11 +428,7 @@ pub(crate) fn spawn(tasks: &mut JoinSet<()>, mux: MuxHandle, users: Arc<SupportU
 
 /// One `USERS 1` stream: header, JSON line, FIN.
 async fn send(mux: &MuxHandle, report: &UsersReport) -> Result<(), String> {
-    let mut body = AgentStream::Users.header().to_vec();
-    body.extend_from_slice(&document::to_json_line(report));
-    let mut stream = mux.open().await.map_err(|e| e.to_string())?;
-    stream.write_all(&body).await.map_err(|e| e.to_string())?;
-    stream.shutdown().await.map_err(|e| e.to_string())
+    super::send_document(mux, AgentStream::Users, report).await
 }
 
 /// One `USERS_FETCH 1` exchange: what the relay stores for this system (`{}`: nothing).
