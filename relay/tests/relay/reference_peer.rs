@@ -51,7 +51,7 @@ struct PeerState {
 
 /// The reference-like agent.
 struct RefPeer {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Vec<Vec<u8>>>,
     state: Arc<Mutex<PeerState>>,
     next_id: u32,
 }
@@ -67,12 +67,15 @@ impl RefPeer {
             .await
             .expect("tunnel handshake");
         let (mut sink, mut source) = ws.split();
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        // One WebSocket message per write, exactly like the Go WsNetConn.
+        // One WebSocket message per write, exactly like the Go WsNetConn; a frame's header and
+        // body travel as one group, as hashicorp's single send loop keeps them together.
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
         tokio::spawn(async move {
-            while let Some(bytes) = out_rx.recv().await {
-                if sink.send(Message::binary(bytes)).await.is_err() {
-                    break;
+            while let Some(group) = out_rx.recv().await {
+                for bytes in group {
+                    if sink.send(Message::binary(bytes)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -83,7 +86,7 @@ impl RefPeer {
             let mut buf: Vec<u8> = Vec::new();
             let mut ping_id = 1u32;
             // hashicorp's keepalive with a nanosecond interval: ping, wait for the pong, ping again
-            let _ = tx.send(header(PING, SYN, 0, ping_id));
+            let _ = tx.send(vec![header(PING, SYN, 0, ping_id)]);
             while let Some(Ok(msg)) = source.next().await {
                 buf.extend_from_slice(&msg.into_data());
                 while buf.len() >= 12 {
@@ -101,18 +104,18 @@ impl RefPeer {
                     match kind {
                         PING if flags & SYN != 0 => {
                             s.pings_answered += 1;
-                            let _ = tx.send(header(PING, ACK, 0, len));
+                            let _ = tx.send(vec![header(PING, ACK, 0, len)]);
                         }
                         PING if flags & ACK != 0 => {
                             s.pongs += 1;
                             ping_id = ping_id.wrapping_add(1);
-                            let _ = tx.send(header(PING, SYN, 0, ping_id));
+                            let _ = tx.send(vec![header(PING, SYN, 0, ping_id)]);
                         }
                         DATA | WINDOW_UPDATE => {
                             let stream = s.streams.entry(id).or_default();
                             if flags & SYN != 0 && id.is_multiple_of(2) {
                                 // Accept(): a window update carrying ACK
-                                let _ = tx.send(header(WINDOW_UPDATE, ACK, id, 0));
+                                let _ = tx.send(vec![header(WINDOW_UPDATE, ACK, id, 0)]);
                             }
                             if flags & ACK != 0 {
                                 stream.acked = true;
@@ -126,7 +129,8 @@ impl RefPeer {
                             }
                             // give back credit for what we read, as hashicorp does
                             if !body.is_empty() {
-                                let _ = tx.send(header(WINDOW_UPDATE, 0, id, body.len() as u32));
+                                let _ =
+                                    tx.send(vec![header(WINDOW_UPDATE, 0, id, body.len() as u32)]);
                             }
                         }
                         _ => {}
@@ -146,10 +150,14 @@ impl RefPeer {
     fn open_and_send(&mut self, body: &[u8], fin: bool) -> u32 {
         let id = self.next_id;
         self.next_id += 2;
-        self.out.send(header(WINDOW_UPDATE, SYN, id, 0)).unwrap();
+        self.out
+            .send(vec![header(WINDOW_UPDATE, SYN, id, 0)])
+            .unwrap();
         self.write(id, body);
         if fin {
-            self.out.send(header(WINDOW_UPDATE, FIN, id, 0)).unwrap();
+            self.out
+                .send(vec![header(WINDOW_UPDATE, FIN, id, 0)])
+                .unwrap();
         }
         id
     }
@@ -157,14 +165,18 @@ impl RefPeer {
     fn write(&self, id: u32, body: &[u8]) {
         for chunk in body.chunks(16 * 1024) {
             self.out
-                .send(header(DATA, 0, id, chunk.len() as u32))
+                .send(vec![
+                    header(DATA, 0, id, chunk.len() as u32),
+                    chunk.to_vec(),
+                ])
                 .unwrap();
-            self.out.send(chunk.to_vec()).unwrap();
         }
     }
 
     fn fin(&self, id: u32) {
-        self.out.send(header(WINDOW_UPDATE, FIN, id, 0)).unwrap();
+        self.out
+            .send(vec![header(WINDOW_UPDATE, FIN, id, 0)])
+            .unwrap();
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut PeerState) -> T) -> T {
