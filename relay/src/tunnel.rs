@@ -679,7 +679,7 @@ async fn accept(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    transport::ReadAhead::new(TokioIo::new(upgraded)),
                     Role::Server,
                     Some(transport::ws_config()),
                 )
