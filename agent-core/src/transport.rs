@@ -40,8 +40,16 @@ pub use yamux::Mode;
 pub const CLOSE_SESSION_CLOSED: u16 = 4000;
 /// Reason text that goes with [`CLOSE_SESSION_CLOSED`].
 pub const CLOSE_SESSION_CLOSED_REASON: &str = "session_closed";
-/// Largest WebSocket message we send: yamux frames are coalesced up to this size per message.
-pub const MAX_OUT_MESSAGE: usize = 64 * 1024;
+/// Largest WebSocket message we send: yamux frames are coalesced up to this size per message
+/// (one [`MAX_FRAME_BODY`] frame with its header fits in one message).
+pub const MAX_OUT_MESSAGE: usize = 128 * 1024;
+/// Largest yamux data frame we send (yamux's default is 16 KiB): fewer, larger frames mean
+/// fewer WebSocket messages and system calls per MB. hashicorp peers accept any frame within
+/// the stream window (256 KiB).
+pub const MAX_FRAME_BODY: usize = 64 * 1024;
+/// Bytes read from the socket under the WebSocket at a time while data flows (see
+/// [`ReadAhead`]).
+pub const READ_AHEAD: usize = 64 * 1024;
 /// Largest WebSocket message we accept. Go peers write one yamux header or one body (at most
 /// the 256 KiB stream window) per message; our own peers write at most [`MAX_OUT_MESSAGE`].
 pub const MAX_IN_MESSAGE: usize = 512 * 1024;
@@ -77,7 +85,115 @@ pub fn yamux_config(mode: Mode) -> yamux::Config {
     // streams within that total.
     cfg.set_max_connection_receive_window(Some(streams * 256 * 1024));
     cfg.set_max_num_streams(streams);
+    cfg.set_split_send_size(MAX_FRAME_BODY);
     cfg
+}
+
+/// A socket read in [`READ_AHEAD`] chunks during bulk transfers, for the WebSocket above it,
+/// whose small read buffer ([`ws_config`], kept small for idle tunnels) would otherwise cost one
+/// system call per 4 KiB. Reads go straight to the socket until one fills the caller's buffer
+/// (more is waiting: a transfer is under way); the chunk is then allocated, and freed again
+/// once the socket runs dry after a small read, so small exchanges and idle tunnels pay
+/// nothing.
+pub struct ReadAhead<S> {
+    inner: S,
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    filled: usize,
+}
+
+impl<S> ReadAhead<S> {
+    /// Wraps a socket.
+    pub fn new(inner: S) -> Self {
+        ReadAhead {
+            inner,
+            buf: None,
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// Whether a read-ahead chunk is held now.
+    pub fn is_buffering(&self) -> bool {
+        self.buf.is_some()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            let Some(buf) = this.buf.as_mut() else {
+                let before = out.filled().len();
+                ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+                let n = out.filled().len() - before;
+                if n > 0 && out.remaining() == 0 && n < READ_AHEAD {
+                    this.buf = Some(vec![0; READ_AHEAD].into_boxed_slice());
+                    this.pos = 0;
+                    this.filled = 0;
+                }
+                return Poll::Ready(Ok(()));
+            };
+            if this.pos < this.filled {
+                let n = out.remaining().min(this.filled - this.pos);
+                out.put_slice(&buf[this.pos..this.pos + n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = tokio::io::ReadBuf::new(buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Dry after a small read: the transfer is over, give the memory back.
+                    if this.filled < READ_AHEAD / 4 {
+                        this.buf = None;
+                    }
+                    return Poll::Pending;
+                }
+            }
+            this.filled = rb.filled().len();
+            this.pos = 0;
+            if this.filled == 0 {
+                this.buf = None;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Liveness settings of the WebSocket under a tunnel.

@@ -297,7 +297,7 @@ async fn start_bed(
         &bins.relay,
         dir,
         "relay",
-        &["--max-streams-per-tunnel", "2000", "--max-tunnels", "20000"],
+        &["--max-streams-per-tunnel", "1000", "--max-tunnels", "20000"],
     )?;
     let system = relay.create_system("bench")?;
     let agent = procs::start_agent(

@@ -161,14 +161,20 @@ pub async fn handle(
     state.metrics.proxy_requests.inc();
 
     let permit = tunnel.acquire_stream()?;
-    let stream = tunnel
+    let (stream, outcome) = tunnel
         .connect(&service)
         .await
         .map_err(|e| AppError::connect_failed(&service, e))?;
+    // With a v2 agent the request goes out before its reply: a refusal shows up as a failed
+    // exchange, and the outcome says what the agent said.
+    let failed = |what: &str, e: &hyper::Error| match outcome.take() {
+        Some(refused) => AppError::connect_failed(&service, refused),
+        None => upstream_failed(&service, what, e),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(stream))
         .await
-        .map_err(|e| upstream_failed(&service, "cannot start HTTP", &e))?;
+        .map_err(|e| failed("cannot start HTTP", &e))?;
     tokio::spawn(async move {
         // Ends when the exchange is over (the stream is then shut down) or hands the stream
         // to the upgrade.
@@ -195,7 +201,7 @@ pub async fn handle(
     let mut resp =
         match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(upstream_req)).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(upstream_failed(&service, "gave no answer", &e)),
+            Ok(Err(e)) => return Err(failed("gave no answer", &e)),
             Err(_) => {
                 return Err(AppError::new(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::{AnyPool, Row as _};
@@ -20,6 +20,8 @@ use crate::crypto::{self, CryptoError, DataKey, Secret};
 #[cfg(test)]
 pub(crate) mod tests;
 
+mod cache;
+pub use cache::SessionBrief;
 mod diagnostics;
 pub use diagnostics::{DEFAULT_DIAGNOSTICS_HISTORY, DiagnosticsEntry};
 mod terminal;
@@ -371,6 +373,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     key: Arc<DataKey>,
+    cache: Arc<cache::Caches>,
 }
 
 impl std::fmt::Debug for Store {
@@ -451,6 +454,7 @@ impl Store {
             pool,
             backend,
             key: Arc::new(data_key),
+            cache: Arc::new(cache::Caches::new(cache::TTL)),
         })
     }
 
@@ -549,6 +553,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.cache.sessions.clear();
         Ok(())
     }
 
@@ -558,6 +563,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.sessions.clear();
         one_row(done, "system", id)
     }
 
@@ -653,6 +659,7 @@ impl Store {
             .bind(disabled)
             .execute(&self.pool)
             .await?;
+        self.cache.tokens.clear();
         one_row(done, "operator", id)
     }
 
@@ -712,13 +719,22 @@ impl Store {
     }
 
     /// The enabled operator owning `token`; `None` for an unknown token or a disabled operator.
+    ///
+    /// A valid token is remembered for [`cache::TTL`]: disabling an operator through this store
+    /// takes effect at once, through another process within that time.
     pub async fn operator_for_token(&self, token: &str) -> Result<Option<Operator>, StoreError> {
+        let hash = crypto::hash_token(token);
+        let started = Instant::now();
+        if let Some(operator) = self.cache.tokens.get(&hash, started) {
+            return Ok(Some(operator));
+        }
+        let epoch = self.cache.tokens.epoch();
         let row = sqlx::query(
             "SELECT o.id, o.name, o.role, o.disabled, o.created_at, t.id AS token_id, \
              t.last_used_at FROM api_tokens t JOIN operators o ON o.id = t.operator_id \
              WHERE t.token_hash = $1",
         )
-        .bind(crypto::hash_token(token))
+        .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -726,6 +742,10 @@ impl Store {
         if operator.disabled {
             return Ok(None);
         }
+        // Aged from before the read, so no answer outlives the TTL counted from the database.
+        self.cache
+            .tokens
+            .insert(hash, operator.clone(), started, epoch);
         let now = Store::now();
         let last_used: Option<Millis> = row.try_get("last_used_at")?;
         if last_used.is_none_or(|t| t <= now - TOKEN_TOUCH_INTERVAL_MS) {
@@ -788,15 +808,15 @@ impl Store {
         if locked.rows_affected() == 0 {
             return Err(not_found("system", system_id));
         }
-        sqlx::query(&format!(
+        let replaced = sqlx::query(&format!(
             "UPDATE sessions SET status = 'closed', closed_at = $3, closed_by = 'replaced', \
              users_enc = NULL, users_at = NULL, updated_at = $3 \
-             WHERE system_id = $1 AND node_id = $2 AND status IN {OPEN}"
+             WHERE system_id = $1 AND node_id = $2 AND status IN {OPEN} RETURNING id"
         ))
         .bind(system_id)
         .bind(node)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO sessions (id, system_id, node_id, status, started_at, expires_at, \
@@ -815,6 +835,9 @@ impl Store {
             .await?;
         let session = session_from_row(&row)?;
         tx.commit().await?;
+        for row in &replaced {
+            self.cache.sessions.remove(&row.try_get::<String, _>("id")?);
+        }
         Ok(session)
     }
 
@@ -828,6 +851,7 @@ impl Store {
         .bind(Store::now())
         .execute(&self.pool)
         .await?;
+        self.cache.sessions.remove(id);
         if done.rows_affected() > 0 {
             return Ok(());
         }
@@ -853,6 +877,7 @@ impl Store {
         .bind(reason.as_str())
         .execute(&self.pool)
         .await?;
+        self.cache.sessions.remove(id);
         Ok(done.rows_affected() > 0)
     }
 
@@ -867,9 +892,14 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let ids = rows
+            .iter()
             .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for id in &ids {
+            self.cache.sessions.remove(id);
+        }
+        Ok(ids)
     }
 
     /// Pushes an open session's expiry back by `hours` (1..=168), never past 720 h after its
@@ -891,6 +921,7 @@ impl Store {
         .bind(MAX_SESSION_HOURS * HOUR_MS)
         .execute(&self.pool)
         .await?;
+        self.cache.sessions.remove(id);
         let session = self
             .get_session(id)
             .await?
@@ -910,6 +941,37 @@ impl Store {
              would make it {} hours",
             total_ms.div_euclid(HOUR_MS) + i64::from(total_ms.rem_euclid(HOUR_MS) != 0)
         )))
+    }
+
+    /// The few facts operator requests need of session `id`. An open session is remembered
+    /// for [`cache::TTL`]: every change of it through this store takes effect at once, changes
+    /// through another process within that time.
+    pub async fn session_brief(&self, id: &str) -> Result<Option<SessionBrief>, StoreError> {
+        let started = Instant::now();
+        if let Some(brief) = self.cache.sessions.get(id, started) {
+            return Ok(Some(brief));
+        }
+        let epoch = self.cache.sessions.epoch();
+        let row = sqlx::query(
+            "SELECT s.id, s.system_id, y.name AS system_name, s.status \
+             FROM sessions s JOIN systems y ON y.id = s.system_id WHERE s.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let brief = SessionBrief {
+            id: row.try_get("id")?,
+            system_id: row.try_get("system_id")?,
+            system_name: row.try_get("system_name")?,
+            status: parse_column(&row, "status")?,
+        };
+        if brief.status.is_open() {
+            self.cache
+                .sessions
+                .insert(id.to_owned(), brief.clone(), started, epoch);
+        }
+        Ok(Some(brief))
     }
 
     /// The session with this id.

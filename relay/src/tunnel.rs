@@ -35,6 +35,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::Role;
 
+mod connect;
+
+pub use self::connect::{ConnectStream, Outcome};
 use crate::AppState;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, AuthOutcome, CloseReason, Store, System};
@@ -241,14 +244,33 @@ impl Tunnel {
         })
     }
 
-    /// Open a byte stream to a published service: `CONNECT <service>` and the agent's reply.
-    pub async fn connect(&self, service: &str) -> Result<MuxStream, TunnelError> {
+    /// Open a byte stream to a published service: `CONNECT <service>`. A v2 agent takes bytes
+    /// right behind the header line, so its stream is returned at once and the reply is read
+    /// in front of the service's first bytes (the [`Outcome`] then says why a refused stream
+    /// failed); a v1 agent's `OK` is waited for, as the reference relay does.
+    pub async fn connect(&self, service: &str) -> Result<(ConnectStream, Outcome), TunnelError> {
+        const WHAT: &str = "the agent did not answer CONNECT in time";
         if policy::validate_connect_name(service).is_err() || self.service(service).is_none() {
             return Err(TunnelError::ServiceNotFound(service.to_owned()));
         }
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let header = RelayStream::Connect(service.to_owned()).header();
-        self.open_with(header, "the agent did not answer CONNECT in time")
+        let open = async {
+            let mut s = self.mux.open().await.map_err(|_| TunnelError::Closed)?;
+            s.write_all(header.as_bytes()).await?;
+            Ok::<_, TunnelError>(s)
+        };
+        let s = tokio::time::timeout_at(deadline, open)
             .await
+            .map_err(|_| TunnelError::Timeout(WHAT))??;
+        let (mut s, outcome) = ConnectStream::new(s, deadline, WHAT);
+        if !self.v2
+            && let Err(e) = s.accepted().await
+        {
+            let _ = s.shutdown().await;
+            return Err(e);
+        }
+        Ok((s, outcome))
     }
 
     /// Send a command and wait for the agent's answer (and for the manifest it re-sends).
@@ -657,7 +679,7 @@ async fn accept(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    transport::ReadAhead::new(TokioIo::new(upgraded)),
                     Role::Server,
                     Some(transport::ws_config()),
                 )

@@ -19,10 +19,10 @@ use tungstenite::http::{HeaderValue, StatusCode, header};
 
 use super::config::{AgentConfig, ConfigError};
 use super::proxy::{self, ProxyError, ProxyServer};
-use crate::transport::ws_config;
+use crate::transport::{ReadAhead, ws_config};
 
 /// A WebSocket to the relay.
-pub(crate) type RelaySocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type RelaySocket = WebSocketStream<ReadAhead<MaybeTlsStream<TcpStream>>>;
 
 /// Why one attempt to reach the relay failed; every one of them is retried.
 #[non_exhaustive]
@@ -217,10 +217,13 @@ impl Dialer {
                 HeaderValue::from_static(TERMINAL_HEADER_DISABLED),
             );
         }
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
-                .await
-                .map_err(classify)?;
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(
+            request,
+            ReadAhead::new(stream),
+            Some(ws_config()),
+        )
+        .await
+        .map_err(classify)?;
         Ok(ws)
     }
 }

@@ -192,7 +192,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut relay_rx, mut relay_tx) = tokio::io::split(relay);
-    let (mut target_rx, mut target_tx) = tokio::io::split(target);
+    let (target_rx, mut target_tx) = tokio::io::split(target);
     let result = {
         let up = async {
             if !early.is_empty() {
@@ -203,7 +203,11 @@ where
             io::Result::Ok(n + early.len() as u64)
         };
         let down = async {
-            let n = tokio::io::copy(&mut target_rx, &mut relay_tx).await?;
+            // Frame-sized reads: tokio's copy reads 8 KiB at a time, which makes a yamux frame,
+            // a WebSocket message and a system call on each peer per 8 KiB.
+            let mut target_rx =
+                tokio::io::BufReader::with_capacity(crate::transport::MAX_FRAME_BODY, target_rx);
+            let n = tokio::io::copy_buf(&mut target_rx, &mut relay_tx).await?;
             relay_tx.shutdown().await?;
             io::Result::Ok(n)
         };
@@ -214,6 +218,6 @@ where
         let _ = relay_tx.shutdown().await;
         let _ = target_tx.shutdown().await;
     }
-    drop((relay_rx, target_rx));
+    drop(relay_rx);
     result
 }

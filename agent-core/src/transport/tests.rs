@@ -86,3 +86,40 @@ async fn dropping_the_peer_ends_the_connection_without_a_close_code() {
         .unwrap();
     assert_eq!(end.close_code.filter(|c| *c == CLOSE_SESSION_CLOSED), None);
 }
+
+#[tokio::test]
+async fn read_ahead_delivers_every_byte_and_holds_no_buffer_when_dry() {
+    let (mut writer, reader) = tokio::io::duplex(256 * 1024);
+    let mut reader = ReadAhead::new(reader);
+    // a small exchange goes straight through
+    writer.write_all(b"ping").await.unwrap();
+    let mut small = [0u8; 4096];
+    let n = reader.read(&mut small).await.unwrap();
+    assert_eq!(&small[..n], b"ping");
+    assert!(!reader.is_buffering());
+    // a transfer is read ahead, in order, in 4 KiB reads like tungstenite's
+    let sent: Vec<u8> = (0..200 * 1024u32).map(|i| (i % 251) as u8).collect();
+    writer.write_all(&sent).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while got.len() < sent.len() {
+        let n = reader.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got == sent);
+    // dry: the chunk is given back once a read finds nothing after a small fill
+    writer.write_all(b"tail").await.unwrap();
+    let n = reader.read(&mut chunk).await.unwrap();
+    assert_eq!(&chunk[..n], b"tail");
+    let pending = std::future::poll_fn(|cx| {
+        let mut rb = tokio::io::ReadBuf::new(&mut chunk);
+        let polled = tokio::io::AsyncRead::poll_read(Pin::new(&mut reader), cx, &mut rb);
+        Poll::Ready(polled.is_pending())
+    })
+    .await;
+    assert!(pending);
+    assert!(!reader.is_buffering());
+    drop(writer);
+    assert_eq!(reader.read(&mut chunk).await.unwrap(), 0);
+}

@@ -12,7 +12,9 @@ use super::{ApiJson, ApiPath, ApiQuery, audit, ts};
 use crate::AppState;
 use crate::auth::{ClientAddr, CurrentOperator};
 use crate::error::AppError;
-use crate::store::{AuditEntry, CloseReason, Role, Session, SessionFilter, SessionStatus};
+use crate::store::{
+    AuditEntry, CloseReason, Role, Session, SessionBrief, SessionFilter, SessionStatus,
+};
 use crate::tunnel::Tunnel;
 
 /// A session as the API shows it.
@@ -74,17 +76,27 @@ struct SessionDetail {
 
 /// The session `id`, 404 if there is none.
 pub(crate) async fn find(state: &AppState, id: &str) -> Result<Session, AppError> {
-    state.store.get_session(id).await?.ok_or_else(|| {
-        AppError::not_found("session_not_found", format!("there is no session {id:?}"))
-    })
+    state
+        .store
+        .get_session(id)
+        .await?
+        .ok_or_else(|| no_session(id))
+}
+
+fn no_session(id: &str) -> AppError {
+    AppError::not_found("session_not_found", format!("there is no session {id:?}"))
 }
 
 /// The open session `id` and its live tunnel: 404 unknown, 409 ended or not connected.
 pub(crate) async fn connected(
     state: &AppState,
     id: &str,
-) -> Result<(Session, Arc<Tunnel>), AppError> {
-    let session = find(state, id).await?;
+) -> Result<(SessionBrief, Arc<Tunnel>), AppError> {
+    let session = state
+        .store
+        .session_brief(id)
+        .await?
+        .ok_or_else(|| no_session(id))?;
     if !session.status.is_open() {
         return Err(AppError::conflict(
             "session_closed",

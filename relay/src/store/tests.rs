@@ -170,6 +170,8 @@ on_both_backends!(
     list_sessions_filters_by_status_and_system,
     open_sessions_lists_every_open_one,
     concurrent_creates_leave_one_open_session,
+    cached_sessions_follow_every_change_made_here,
+    cached_answers_follow_other_processes_within_the_ttl,
 );
 
 async fn system_credentials_verify(store: Store) {
@@ -1049,4 +1051,123 @@ async fn connect_errors_name_the_database_without_password() {
     let text = err.to_string();
     assert!(text.contains("postgres://u:***@127.0.0.1:1/db"), "{text}");
     assert!(!text.contains("topsecret"));
+}
+
+/// The status operator requests see for session `id` now.
+async fn brief_status(store: &Store, id: &str) -> Option<SessionStatus> {
+    store.session_brief(id).await.unwrap().map(|b| b.status)
+}
+
+async fn cached_sessions_follow_every_change_made_here(store: Store) {
+    let (sys, _) = system(&store, "fw1").await;
+    let s = session(&store, &sys.id, None).await;
+    let brief = store.session_brief(&s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            brief.id.as_str(),
+            brief.system_id.as_str(),
+            brief.system_name.as_str()
+        ),
+        (s.id.as_str(), sys.id.as_str(), "fw1")
+    );
+    assert_eq!(brief.status, SessionStatus::Pending);
+    store.activate_session(&s.id).await.unwrap();
+    assert_eq!(
+        brief_status(&store, &s.id).await,
+        Some(SessionStatus::Active)
+    );
+    store.extend_session(&s.id, 1).await.unwrap();
+    assert_eq!(
+        brief_status(&store, &s.id).await,
+        Some(SessionStatus::Active)
+    );
+    // closed by an operator
+    store
+        .close_session(&s.id, CloseReason::Operator)
+        .await
+        .unwrap();
+    assert_eq!(
+        brief_status(&store, &s.id).await,
+        Some(SessionStatus::Closed)
+    );
+    // replaced by a new connection of the same system
+    let old = session(&store, &sys.id, None).await;
+    assert_eq!(
+        brief_status(&store, &old.id).await,
+        Some(SessionStatus::Pending)
+    );
+    let new = session(&store, &sys.id, None).await;
+    assert_eq!(
+        brief_status(&store, &old.id).await,
+        Some(SessionStatus::Closed)
+    );
+    // expired
+    assert_eq!(
+        brief_status(&store, &new.id).await,
+        Some(SessionStatus::Pending)
+    );
+    store
+        .expire_due_sessions(Store::now() + 2 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        brief_status(&store, &new.id).await,
+        Some(SessionStatus::Expired)
+    );
+    // the system deleted
+    let last = session(&store, &sys.id, None).await;
+    assert!(brief_status(&store, &last.id).await.is_some());
+    store.delete_system(&sys.id).await.unwrap();
+    assert_eq!(brief_status(&store, &last.id).await, None);
+}
+
+/// Poll `check` until it holds, failing after a few TTLs.
+async fn within_ttl<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + 5 * cache::TTL;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} not seen within the TTL");
+        tokio::time::sleep(cache::TTL / 20).await;
+    }
+}
+
+async fn cached_answers_follow_other_processes_within_the_ttl(store: Store) {
+    // `other` shares the database but not the cache, like `tether-relay operator disable`.
+    let other = Store {
+        cache: Arc::new(cache::Caches::new(cache::TTL)),
+        ..store.clone()
+    };
+    let (op, _) = store.create_operator("bob", Role::Operator).await.unwrap();
+    let token = store.create_token("bob").await.unwrap();
+    let (sys, _) = system(&store, "fw1").await;
+    let s = session(&store, &sys.id, None).await;
+    assert!(
+        store
+            .operator_for_token(token.expose())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.session_brief(&s.id).await.unwrap().is_some());
+
+    other.set_operator_disabled(&op.id, true).await.unwrap();
+    other
+        .close_session(&s.id, CloseReason::Operator)
+        .await
+        .unwrap();
+    within_ttl("the disabled operator", || async {
+        store
+            .operator_for_token(token.expose())
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    within_ttl("the closed session", || async {
+        brief_status(&store, &s.id).await == Some(SessionStatus::Closed)
+    })
+    .await;
 }
