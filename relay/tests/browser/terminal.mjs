@@ -7,70 +7,14 @@
 // TETHER_OPERATOR / TETHER_OPERATOR_PASSWORD (an operator the admin disables),
 // TETHER_BARE_URL / TETHER_BARE_ADMIN_PASSWORD (a second relay, same system and admin names,
 // whose agent runs with --no-terminal), CHROMIUM (default /usr/bin/chromium), and optionally
-// TETHER_SCREENSHOTS_DIR to save terminal.png there.
+// TETHER_SCREENSHOTS_DIR to save terminal.png and terminal-phone-dark.png there.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { DEADLINE_MS, LAPTOP, PHONE, check, env, login, open, run } from "./chromium.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env("TETHER_URL");
 const system = env("TETHER_SYSTEM");
 const shots = process.env.TETHER_SCREENSHOTS_DIR;
-const LAPTOP = { width: 1366, height: 768 };
-const PHONE = { width: 390, height: 844 };
-const DEADLINE_MS = 60_000;
-
-const dirs = [];
-const contexts = [];
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-async function open() {
-  const dir = mkdtempSync(join(tmpdir(), "tether-chromium-"));
-  dirs.push(dir);
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: LAPTOP,
-    colorScheme: "light",
-  });
-  contexts.push(context);
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(DEADLINE_MS);
-  page.on("dialog", (dialog) => dialog.accept());
-  const problems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`${m.text()} (${m.location().url})`);
-  });
-  page.on("pageerror", (e) => problems.push(String(e)));
-  page.problems = problems;
-  return page;
-}
-
-async function login(page, at, name, password) {
-  await page.goto(`${at}/login`);
-  await page.getByLabel("Name").fill(name);
-  await page.getByLabel("Password").fill(password);
-  await Promise.all([page.waitForURL(`${at}/systems`), page.getByRole("button", { name: "Log in" }).click()]);
-}
 
 // The session page of the system, from the sessions list; its URL.
 async function sessionPage(page) {
@@ -261,15 +205,4 @@ async function shot(page, name, { fullPage = false } = {}) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage });
 }
 
-let failed = false;
-try {
-  await main();
-  console.log("terminal browser test: 1 passed, 0 failed");
-} catch (e) {
-  failed = true;
-  console.error(e);
-} finally {
-  for (const c of contexts) await c.close().catch(() => {});
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await run("terminal browser test", main);

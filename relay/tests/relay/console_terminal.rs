@@ -4,31 +4,21 @@
 //! off (a second relay, its agent run with `--no-terminal`). With `TETHER_SCREENSHOTS_DIR`
 //! set, the script saves `terminal.png` there.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::console::{CHROMIUM, browser_dir, missing};
-use crate::harness::{Agent, DEADLINE, Relay, admin, device_server, eventually};
+use crate::console::{browser_available, run_script};
+use crate::harness::{Agent, DEADLINE, Relay, admin, eventually};
 
-/// A relay with operators ada (admin), vera (viewer) and otto (operator), and a connected
-/// agent; the relay, the agent and each operator's `--json` record.
+/// A relay with a connected agent and operators ada (admin), vera (viewer) and otto
+/// (operator); the relay, the agent and each operator's `--json` record.
 async fn relay_with_agent(agent_flags: &[&str]) -> (Relay, Agent, [Value; 3]) {
-    let relay = Relay::start(&[]).await;
+    let (relay, agent, _) = crate::terminal::setup(&[], agent_flags).await;
     let people = [("ada", "admin"), ("vera", "viewer"), ("otto", "operator")].map(|(n, r)| {
         admin(
             &relay.database,
             &["operator", "create", n, "--role", r, "--json"],
         )
     });
-    let device = device_server().await;
-    let agent = Agent::start(
-        &relay,
-        &relay.secret,
-        &format!("demo={device}"),
-        agent_flags,
-    );
-    relay.active_session_with("demo").await;
     (relay, agent, people)
 }
 
@@ -38,45 +28,28 @@ fn password(operator: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_terminal_works_in_a_browser() {
-    if let Some(what) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the terminal browser test cannot run in CI: {what}"
-        );
-        eprintln!("skipping the terminal browser test: {what}");
+    if !browser_available("terminal browser test") {
         return;
     }
     let (relay, _agent, [ada, vera, otto]) = relay_with_agent(&[]).await;
     let (bare, _bare_agent, [bare_ada, _, _]) = relay_with_agent(&["--no-terminal"]).await;
-
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(browser_dir().join("terminal.mjs"))
-        .current_dir(browser_dir())
-        .env("TETHER_URL", &relay.base)
-        .env("TETHER_SYSTEM", "device-1")
-        .env("TETHER_ADMIN", "ada")
-        .env("TETHER_ADMIN_PASSWORD", password(&ada))
-        .env("TETHER_VIEWER", "vera")
-        .env("TETHER_VIEWER_PASSWORD", password(&vera))
-        .env("TETHER_OPERATOR", "otto")
-        .env("TETHER_OPERATOR_PASSWORD", password(&otto))
-        .env("TETHER_BARE_URL", &bare.base)
-        .env("TETHER_BARE_ADMIN_PASSWORD", password(&bare_ada))
-        .env("CHROMIUM", CHROMIUM)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the browser test finished within 5 minutes")
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
-        out.status,
-        relay.log()
-    );
+    run_script(
+        "terminal.mjs",
+        &[
+            ("TETHER_URL", &relay.base),
+            ("TETHER_SYSTEM", "device-1"),
+            ("TETHER_ADMIN", "ada"),
+            ("TETHER_ADMIN_PASSWORD", password(&ada)),
+            ("TETHER_VIEWER", "vera"),
+            ("TETHER_VIEWER_PASSWORD", password(&vera)),
+            ("TETHER_OPERATOR", "otto"),
+            ("TETHER_OPERATOR_PASSWORD", password(&otto)),
+            ("TETHER_BARE_URL", &bare.base),
+            ("TETHER_BARE_ADMIN_PASSWORD", password(&bare_ada)),
+        ],
+        &relay,
+    )
+    .await;
 
     // every terminal the browser opened was audited as its operator's, and closed
     let audit = eventually("the terminals' close records", DEADLINE, || async {
