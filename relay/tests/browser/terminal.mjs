@@ -118,6 +118,10 @@ async function main() {
   check((await admin.getByRole("tab", { name: /Terminal 1/ }).getAttribute("aria-selected")) === "true", "ArrowLeft selects the first tab");
   check(await admin.locator("#term-panel-1").isVisible(), "the first terminal shows again");
   check(!(await screenText(admin, 1)).includes("TAB2"), "each tab has its own shell");
+  // F6 leaves the shell for the tabs (Tab itself goes to the shell)
+  await admin.locator("#term-panel-1 .term-screen").click();
+  await admin.keyboard.press("F6");
+  check(await admin.getByRole("tab", { name: /Terminal 1/ }).evaluate((t) => t === document.activeElement), "F6 moves the focus to the tab");
 
   // 4. at phone width, in the dark: the terminal refits, the shell learns the new size
   await admin.setViewportSize(PHONE);
