@@ -5,7 +5,8 @@
 //! npm, see `relay/web/`) are embedded in the binary. [`auth`] owns console logins: the session
 //! cookie, the CSRF token every state-changing request carries, the `Origin` check, and the
 //! cookie login the API accepts beside Bearer tokens. [`login`] holds login, logout, lockout and
-//! password change; [`systems`], [`sessions`], [`audit`] and [`operators`] the pages named so.
+//! password change; [`systems`], [`sessions`], [`terminal`], [`audit`] and [`operators`] the
+//! pages named so.
 //! Every page checks the operator's role with [`crate::auth::CurrentOperator::require`], and
 //! every action calls the same functions as the API handlers that do it.
 //!
@@ -15,6 +16,7 @@
 //! | POST | `/login`, `/logout` | none, login |
 //! | GET, POST | `/account`, `/account/password` | viewer |
 //! | GET | `/systems`, `/sessions`, `/sessions/{id}` | viewer |
+//! | GET | `/sessions/{id}/terminal` | operator |
 //! | POST | `/systems`, `/systems/{id}/support` | admin |
 //! | POST | `/sessions/{id}/extend`, `/close`, `/services`, `/services/{name}/remove`, `/users` | operator |
 //! | GET | `/audit`, `/audit/export`, `/operators` | admin |
@@ -27,6 +29,7 @@ mod login;
 mod operators;
 mod sessions;
 mod systems;
+mod terminal;
 mod view;
 
 #[cfg(test)]
@@ -51,6 +54,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/systems/{id}/support", post(systems::support))
         .route("/sessions", get(sessions::list))
         .route("/sessions/{id}", get(sessions::show))
+        .route("/sessions/{id}/terminal", get(terminal::page))
         .route("/sessions/{id}/extend", post(sessions::extend))
         .route("/sessions/{id}/close", post(sessions::close))
         .route("/sessions/{id}/services", post(sessions::add_service))

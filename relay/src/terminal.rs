@@ -194,11 +194,12 @@ async fn issue_ticket(
     Ok(axum::Json(body).into_response())
 }
 
+/// Why an appliance gives no terminal, in the words the API and the console show.
+pub const DISABLED_MESSAGE: &str =
+    "the web terminal is disabled on this appliance (tether-agent --no-terminal)";
+
 fn terminal_disabled() -> AppError {
-    AppError::conflict(
-        "terminal_disabled",
-        "the web terminal is disabled on this appliance (tether-agent --no-terminal)",
-    )
+    AppError::conflict("terminal_disabled", DISABLED_MESSAGE)
 }
 
 /// Query of the terminal WebSocket.

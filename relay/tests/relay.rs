@@ -27,3 +27,6 @@ mod services;
 
 #[path = "relay/console.rs"]
 mod console;
+
+#[path = "relay/console_terminal.rs"]
+mod console_terminal;

@@ -1,6 +1,6 @@
-//! The console's static files, embedded at build time (no CDN): its stylesheet and script,
-//! and htmx, vendored from npm (`relay/web/package.json` pins the version; `.ci/run` checks
-//! that `relay/assets/vendor/htmx.min.js` is that release's file).
+//! The console's static files, embedded at build time (no CDN): its stylesheet and scripts,
+//! and htmx, xterm.js and xterm's fit add-on, vendored from npm (`relay/web/package.json` pins
+//! the versions; `.ci/run` checks that the files in `relay/assets/vendor/` are those releases').
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,6 +22,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "htmx.min.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/vendor/htmx.min.js"),
+    ),
+    (
+        "terminal.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/terminal.js"),
+    ),
+    (
+        "xterm.mjs",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/xterm.mjs"),
+    ),
+    (
+        "xterm.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/vendor/xterm.css"),
+    ),
+    (
+        "addon-fit.mjs",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/addon-fit.mjs"),
     ),
     (
         "favicon.svg",

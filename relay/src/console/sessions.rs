@@ -295,6 +295,8 @@ struct SessionPage {
     /// The services block, rendered (htmx swaps it alone later).
     services_html: String,
     has_users: bool,
+    /// Why no terminal can be opened now, if so.
+    terminal_unavailable: Option<String>,
     extend_choices: Vec<i64>,
     access: Vec<AuditRow>,
     message: Option<String>,
@@ -374,6 +376,7 @@ async fn session_page(
             .render()
             .map_err(|e| AppError::internal(format!("cannot render the services block: {e}")))?,
         has_users: session.has_users,
+        terminal_unavailable: super::terminal::unavailable(&session, tunnel.as_deref()),
         extend_choices: EXTEND_CHOICES.to_vec(),
         access,
         message,

@@ -222,6 +222,14 @@ fn routes() -> Vec<Route> {
             S::OK,
         ),
         r(Method::GET, "/sessions/{sid}", None, Role::Viewer, S::OK),
+        // no agent is connected: the page says so
+        r(
+            Method::GET,
+            "/sessions/{sid}/terminal",
+            None,
+            Role::Operator,
+            S::OK,
+        ),
         r(Method::GET, "/account", None, Role::Viewer, S::OK),
         r(Method::GET, "/audit", None, Role::Admin, S::OK),
         r(
@@ -777,9 +785,26 @@ async fn console_pages_send_the_security_headers() {
         "{}",
         a.body
     );
-    let a = f.send(Method::GET, "/assets/htmx.min.js", &[], None).await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(a.body.len() > 10_000);
+    for (asset, content_type) in [
+        ("htmx.min.js", "text/javascript"),
+        ("xterm.mjs", "text/javascript"),
+        ("addon-fit.mjs", "text/javascript"),
+        ("xterm.css", "text/css"),
+        ("terminal.js", "text/javascript"),
+    ] {
+        let a = f
+            .send(Method::GET, &format!("/assets/{asset}"), &[], None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{asset}");
+        let served = a
+            .headers
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(served.starts_with(content_type), "{asset}: {served}");
+        assert!(a.body.len() > 1_000, "{asset}");
+    }
 }
 
 #[tokio::test]
@@ -900,4 +925,25 @@ fn csv_export_quotes_and_defuses_formulas() {
     assert!(line.contains(",'=cmd,"), "{line}");
     assert!(line.contains(",\"a,b\","), "{line}");
     assert!(line.ends_with("\"{\"\"k\"\":\"\"v\"\"}\""), "{line}");
+}
+
+#[tokio::test]
+async fn the_terminal_page_says_why_an_unconnected_appliance_has_no_terminal() {
+    let f = Fixture::new().await;
+    let sid = f.session("fw-1").await;
+    let login = f.login(&f.operator.0).await;
+    for uri in [
+        format!("/sessions/{sid}"),
+        format!("/sessions/{sid}/terminal"),
+    ] {
+        let a = f.as_user(&login, Method::GET, &uri, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}");
+        assert!(
+            a.body.contains("The appliance is not connected now"),
+            "{uri}: {}",
+            a.body
+        );
+        assert!(!a.body.contains("id=\"open-terminal\""), "{uri}");
+        assert!(!a.body.contains("id=\"terminals\""), "{uri}");
+    }
 }

@@ -17,7 +17,7 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// What the browser test needs and is missing, if anything.
+/// What the browser tests need and is missing, if anything.
 fn missing() -> Option<String> {
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {
@@ -35,14 +35,47 @@ fn missing() -> Option<String> {
     None
 }
 
+/// Whether the browser tests can run here. A missing tool skips `test` outside CI (saying so)
+/// and fails it in CI.
+pub(crate) fn browser_available(test: &str) -> bool {
+    let Some(what) = missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the {test} cannot run in CI: {what}"
+    );
+    eprintln!("skipping the {test}: {what}");
+    false
+}
+
+/// Runs `relay/tests/browser/{script}` in node with `env`; fails with its output and the
+/// relay's log unless it exits 0 within 5 minutes.
+pub(crate) async fn run_script(script: &str, env: &[(&str, &str)], relay: &Relay) {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(browser_dir().join(script))
+        .current_dir(browser_dir())
+        .envs(env.iter().copied())
+        .env("CHROMIUM", CHROMIUM)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("the browser test finished within 5 minutes")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser test {script} failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
+        out.status,
+        relay.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_browser() {
-    if let Some(what) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the console browser test cannot run in CI: {what}"
-        );
-        eprintln!("skipping the console browser test: {what}");
+    if !browser_available("console browser test") {
         return;
     }
     let relay = Relay::start(&[]).await;
@@ -79,29 +112,19 @@ async fn the_console_works_in_a_browser() {
     })
     .await;
 
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(browser_dir().join("console.mjs"))
-        .current_dir(browser_dir())
-        .env("TETHER_URL", &relay.base)
-        .env("TETHER_SYSTEM", "device-1")
-        .env("TETHER_ADMIN", "ada")
-        .env("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap())
-        .env("TETHER_VIEWER", "vera")
-        .env("TETHER_VIEWER_PASSWORD", vera["password"].as_str().unwrap())
-        .env("TETHER_SERVICE_TARGET", phone.to_string())
-        .env("CHROMIUM", CHROMIUM)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the browser test finished within 5 minutes")
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
-        out.status,
-        relay.log()
-    );
+    let phone = phone.to_string();
+    run_script(
+        "console.mjs",
+        &[
+            ("TETHER_URL", &relay.base),
+            ("TETHER_SYSTEM", "device-1"),
+            ("TETHER_ADMIN", "ada"),
+            ("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap()),
+            ("TETHER_VIEWER", "vera"),
+            ("TETHER_VIEWER_PASSWORD", vera["password"].as_str().unwrap()),
+            ("TETHER_SERVICE_TARGET", &phone),
+        ],
+        &relay,
+    )
+    .await;
 }

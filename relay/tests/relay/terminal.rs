@@ -127,7 +127,7 @@ fn processes_of(leader: i32) -> Vec<i32> {
         .collect()
 }
 
-async fn setup(relay_flags: &[&str], agent_flags: &[&str]) -> (Relay, Agent, String) {
+pub(crate) async fn setup(relay_flags: &[&str], agent_flags: &[&str]) -> (Relay, Agent, String) {
     let relay = Relay::start(relay_flags).await;
     let device = device_server().await;
     let agent = Agent::start(
