@@ -97,6 +97,9 @@ pub struct ServeConfig {
     /// and a wildcard certificate under TLS); without it, services are proxied under a path.
     #[arg(long, env = "TETHER_PROXY_DOMAIN", value_parser = proxy_domain)]
     pub proxy_domain: Option<String>,
+    /// Lifetime of the one-time link that logs an operator into a service origin.
+    #[arg(long, env = "TETHER_ORIGIN_LINK_TTL", default_value = "60s", value_parser = duration)]
+    pub origin_link_ttl: Duration,
 }
 
 /// Longest DNS name, less a 26-character label and its dot.
@@ -159,6 +162,9 @@ impl ServeConfig {
             return Err(
                 "--console-idle-timeout and --console-session-lifetime must be more than 0".into(),
             );
+        }
+        if self.origin_link_ttl.is_zero() {
+            return Err("--origin-link-ttl must be more than 0".into());
         }
         if self.recordings_retention.is_zero() {
             return Err("--recordings-retention must be more than 0".into());

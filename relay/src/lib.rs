@@ -78,6 +78,7 @@ impl AppState {
         let terminals = Arc::new(terminal::Tickets::new(config.terminal_ticket_ttl));
         let origins = Arc::new(origin::Origins::new(
             store.derived_key(b"tether service origins v1"),
+            config.origin_link_ttl,
         ));
         AppState {
             store,

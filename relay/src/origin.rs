@@ -10,7 +10,7 @@
 //!   connected sessions' services (remembered in memory once seen).
 //! * Opening a service ([`open`]: the console's Open link, or
 //!   `POST /api/v1/sessions/{id}/services/{name}/open`) issues a one-time token (256 random
-//!   bits, [`TOKEN_TTL`], used once, bound to the operator, session and service, kept in
+//!   bits, `--origin-link-ttl` (60 s), used once, bound to the operator, session and service, kept in
 //!   memory as its SHA-256 and compared in constant time) and sends the browser to
 //!   `<origin>/__tether/auth?token=…&path=/`. That endpoint trades it for the origin cookie
 //!   [`COOKIE`]: host-only, HttpOnly, SameSite=Lax (the first page is a navigation from the
@@ -54,8 +54,6 @@ use crate::tunnel::Registry;
 pub const AUTH_PATH: &str = "/__tether/auth";
 /// The cookie that lets an operator into one service origin.
 pub const COOKIE: &str = "tether_origin";
-/// Lifetime of a token from the Open link.
-pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Length of a service origin's DNS label: 128 bits of keyed hash in base32.
 pub const SHORT_ID_LEN: usize = 26;
 /// Most tokens outstanding at once (each lives a minute; this only bounds memory).
@@ -96,7 +94,7 @@ pub enum OriginError {
         "this link to the service is not valid (unknown or already used): open the service again from the Tether console"
     )]
     UnknownToken,
-    /// The token is older than [`TOKEN_TTL`].
+    /// The token is older than its lifetime.
     #[error("this link to the service has expired: open the service again from the Tether console")]
     ExpiredToken,
     /// The token was issued for another service origin.
@@ -150,6 +148,7 @@ impl From<OriginError> for AppError {
 
 /// Short ids, tokens and cookies of the service origins.
 pub struct Origins {
+    ttl: Duration,
     id_key: [u8; 32],
     cookie_key: [u8; 32],
     tokens: Mutex<HashMap<[u8; 32], Pending>>,
@@ -164,14 +163,15 @@ impl std::fmt::Debug for Origins {
 
 impl Origins {
     /// Origins whose ids and cookies are keyed by `key` (derive it from the data key so that
-    /// they survive restarts).
-    pub fn new(key: [u8; 32]) -> Origins {
+    /// they survive restarts), with tokens that live `ttl`.
+    pub fn new(key: [u8; 32], ttl: Duration) -> Origins {
         let derive = |purpose: &[u8]| -> [u8; 32] {
             let mut m = mac(&key);
             m.update(purpose);
             m.finalize().into_bytes().into()
         };
         Origins {
+            ttl,
             id_key: derive(b"short id"),
             cookie_key: derive(b"origin cookie"),
             tokens: Mutex::default(),
@@ -221,7 +221,7 @@ impl Origins {
         None
     }
 
-    /// A new token (64 hex digits) for `grant`, valid from `now` for [`TOKEN_TTL`].
+    /// A new token (64 hex digits) for `grant`, valid from `now` for the lifetime.
     pub fn issue(&self, grant: Grant, now: Instant) -> Result<String, OriginError> {
         let secret: [u8; 32] = crate::crypto::random_bytes().map_err(|_| OriginError::Random)?;
         let short_id = self.short_id(&grant.session_id, &grant.service);
@@ -236,7 +236,7 @@ impl Origins {
                 secret,
                 short_id,
                 grant,
-                expires: now + TOKEN_TTL,
+                expires: now + self.ttl,
             },
         );
         Ok(hex::encode(secret))
@@ -419,7 +419,7 @@ pub async fn open(
     Ok(Opened {
         url: format!("{origin}{AUTH_PATH}?token={token}"),
         origin,
-        expires_in: TOKEN_TTL,
+        expires_in: state.config.origin_link_ttl,
     })
 }
 

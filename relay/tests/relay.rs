@@ -27,3 +27,6 @@ mod services;
 
 #[path = "relay/console.rs"]
 mod console;
+
+#[path = "relay/origins.rs"]
+mod origins;
