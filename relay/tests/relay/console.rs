@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use crate::harness::{Agent, Relay, admin, device_server, eventually};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn browser_dir() -> PathBuf {
+pub fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// What the browser test needs and is missing, if anything.
-fn missing() -> Option<String> {
+pub fn missing() -> Option<String> {
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {
         return Some("node is not installed".into());

@@ -356,3 +356,50 @@ async fn an_expired_link_is_refused_and_no_domain_means_no_origins() {
         "{v}"
     );
 }
+
+/// The same in a real browser (`relay/tests/browser/origins.mjs`): the console's Open link
+/// opens each service in a new tab on its own origin, and each tab sees only its own cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_open_on_their_own_origins_in_a_browser() {
+    use crate::console::{CHROMIUM, browser_dir, missing};
+    if let Some(what) = missing() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the origins browser test cannot run in CI: {what}"
+        );
+        eprintln!("skipping the origins browser test: {what}");
+        return;
+    }
+    let relay = Relay::start(&["--proxy-domain", "localhost"]).await;
+    let ada = crate::harness::admin(
+        &relay.database,
+        &["operator", "create", "ada", "--role", "admin", "--json"],
+    );
+    let one = web_service("one").await;
+    let two = web_service("two").await;
+    let _agent = Agent::start(&relay, &relay.secret, &format!("one={one},two={two}"), &[]);
+    let session = relay.active_session_with("two").await;
+
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(browser_dir().join("origins.mjs"))
+        .current_dir(browser_dir())
+        .env("TETHER_URL", &relay.base)
+        .env("TETHER_SESSION", &session)
+        .env("TETHER_ADMIN", "ada")
+        .env("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap())
+        .env("CHROMIUM", CHROMIUM)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+        .await
+        .expect("the browser test finished within 5 minutes")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the origins browser test failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
+        out.status,
+        relay.log()
+    );
+}
