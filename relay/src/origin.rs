@@ -6,8 +6,9 @@
 //! * The id is a DNS label of [`SHORT_ID_LEN`] lowercase base32 characters: a keyed hash
 //!   (HMAC-SHA256 under a key derived from the data key) of the session id and service name. It
 //!   is opaque and valid for any service name, the same for the same service of the same session
-//!   (also across relay restarts), and the relay maps it back by recomputing it over the
-//!   connected sessions' services (remembered in memory once seen).
+//!   (also across relay restarts), and the relay maps it back from memory, or after a restart
+//!   by recomputing it over the connected sessions' services (only for a request whose cookie
+//!   the relay signed for that label, so strangers cannot make it do that work).
 //! * Opening a service ([`open`]: the console's Open link, or
 //!   `POST /api/v1/sessions/{id}/services/{name}/open`) issues a one-time token (256 random
 //!   bits, `--origin-link-ttl` (60 s), used once, bound to the operator, session and service, kept in
@@ -461,13 +462,6 @@ async fn serve(
     secure: bool,
     req: Request,
 ) -> Result<Response, AppError> {
-    let Some((session_id, service)) = state.origins.resolve(short_id, &state.tunnels) else {
-        return Err(AppError::not_found(
-            "unknown_origin",
-            "no service of a connected session has this address: open the service again from \
-             the Tether console",
-        ));
-    };
     if req.uri().path() == AUTH_PATH {
         return login(state, short_id, secure, &req);
     }
@@ -492,6 +486,15 @@ async fn serve(
     }
     let who = CurrentOperator(operator);
     who.require(Role::Operator)?;
+    // Only now, with a cookie the relay signed for this label: finding an unknown label may
+    // take a pass over every connected service, which strangers must not be able to cause.
+    let Some((session_id, service)) = state.origins.resolve(short_id, &state.tunnels) else {
+        return Err(AppError::not_found(
+            "unknown_origin",
+            "no service of a connected session has this address: open the service again from \
+             the Tether console",
+        ));
+    };
     let target = proxy::resolve(state, &session_id, &service).await?;
     let route = Route::new("", &target.info);
     let origin = OriginBase {

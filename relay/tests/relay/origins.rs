@@ -217,7 +217,7 @@ async fn login(relay: &Relay, session: &str, name: &str) -> Origin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_opens_on_its_own_origin() {
-    let relay = Relay::start(&["--proxy-domain", "localhost"]).await;
+    let mut relay = Relay::start(&["--proxy-domain", "localhost"]).await;
     let one = web_service("one").await;
     let two = web_service("two").await;
     let _agent = Agent::start(&relay, &relay.secret, &format!("one={one},two={two}"), &[]);
@@ -318,6 +318,25 @@ async fn each_service_opens_on_its_own_origin() {
         .unwrap();
     let back = ws.next().await.unwrap().unwrap();
     assert_eq!(back.into_text().unwrap().as_str(), "echo me");
+    drop(ws);
+
+    // an open tab keeps working across a relay restart once the agent is back (same origin,
+    // same cookie)
+    relay.restart();
+    assert_eq!(relay.active_session_with("one").await, session);
+    let r = a.get("/home", &a.cookie).await;
+    assert_eq!(r.status(), 200, "{}", relay.log());
+    assert!(r.text().await.unwrap().contains("<h1>service one</h1>"));
+
+    // a disabled operator's cookie opens nothing
+    crate::harness::admin(&relay.database, &["operator", "disable", "alice"]);
+    let r = a.get("/home", &a.cookie).await;
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("disabled"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
