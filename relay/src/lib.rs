@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod session;
 pub mod store;
 pub mod terminal;
+pub mod ticket;
 pub mod tunnel;
 
 use std::future::Future;

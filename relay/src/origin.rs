@@ -39,8 +39,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
+use sha2::Sha256;
 
 use crate::AppState;
 use crate::auth::{ClientAddr, CurrentOperator};
@@ -49,6 +48,7 @@ use crate::crypto::hmac_sha256 as mac;
 use crate::error::AppError;
 use crate::proxy::{self, OriginBase, Route};
 use crate::store::{Role, Store};
+use crate::ticket::{OneTime, Refusal};
 use crate::tunnel::Registry;
 
 /// Path on every service origin that trades a token for the origin cookie.
@@ -57,8 +57,6 @@ pub const AUTH_PATH: &str = "/__tether/auth";
 pub const COOKIE: &str = "tether_origin";
 /// Length of a service origin's DNS label: 128 bits of keyed hash in base32.
 pub const SHORT_ID_LEN: usize = 26;
-/// Most tokens outstanding at once (each lives a minute; this only bounds memory).
-pub const MAX_OUTSTANDING_TOKENS: usize = 10_000;
 /// Most short ids remembered; past it the map starts again (ids are recomputed on demand).
 const MAX_KNOWN: usize = 100_000;
 /// Longest token or cookie looked at.
@@ -79,11 +77,10 @@ pub struct Grant {
     pub path: String,
 }
 
+/// A token's grant and the origin it was issued for.
 struct Pending {
-    secret: [u8; 32],
     short_id: String,
     grant: Grant,
-    expires: Instant,
 }
 
 /// Why a token or an origin cookie lets nobody in.
@@ -124,6 +121,17 @@ pub enum OriginError {
     Random,
 }
 
+impl From<Refusal> for OriginError {
+    fn from(r: Refusal) -> OriginError {
+        match r {
+            Refusal::Unknown => OriginError::UnknownToken,
+            Refusal::Expired => OriginError::ExpiredToken,
+            Refusal::Full => OriginError::Full,
+            Refusal::Random => OriginError::Random,
+        }
+    }
+}
+
 impl From<OriginError> for AppError {
     fn from(e: OriginError) -> AppError {
         let status = match e {
@@ -149,10 +157,9 @@ impl From<OriginError> for AppError {
 
 /// Short ids, tokens and cookies of the service origins.
 pub struct Origins {
-    ttl: Duration,
     id_key: [u8; 32],
     cookie_key: [u8; 32],
-    tokens: Mutex<HashMap<[u8; 32], Pending>>,
+    tokens: OneTime<Pending>,
     known: Mutex<HashMap<String, (String, String)>>,
 }
 
@@ -172,10 +179,9 @@ impl Origins {
             m.finalize().into_bytes().into()
         };
         Origins {
-            ttl,
             id_key: derive(b"short id"),
             cookie_key: derive(b"origin cookie"),
-            tokens: Mutex::default(),
+            tokens: OneTime::new(ttl),
             known: Mutex::default(),
         }
     }
@@ -224,43 +230,14 @@ impl Origins {
 
     /// A new token (64 hex digits) for `grant`, valid from `now` for the lifetime.
     pub fn issue(&self, grant: Grant, now: Instant) -> Result<String, OriginError> {
-        let secret: [u8; 32] = crate::crypto::random_bytes().map_err(|_| OriginError::Random)?;
         let short_id = self.short_id(&grant.session_id, &grant.service);
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        tokens.retain(|_, t| t.expires > now);
-        if tokens.len() >= MAX_OUTSTANDING_TOKENS {
-            return Err(OriginError::Full);
-        }
-        tokens.insert(
-            Sha256::digest(secret).into(),
-            Pending {
-                secret,
-                short_id,
-                grant,
-                expires: now + self.ttl,
-            },
-        );
-        Ok(hex::encode(secret))
+        Ok(self.tokens.issue(Pending { short_id, grant }, now)?)
     }
 
     /// Uses up `token` on the origin `short_id` at `now`. A token is gone after any attempt
     /// to use it, successful or not.
     pub fn redeem(&self, token: &str, short_id: &str, now: Instant) -> Result<Grant, OriginError> {
-        let mut presented = [0u8; 32];
-        hex::decode_to_slice(token, &mut presented).map_err(|_| OriginError::UnknownToken)?;
-        let hash: [u8; 32] = Sha256::digest(presented).into();
-        let found = self
-            .tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&hash)
-            .ok_or(OriginError::UnknownToken)?;
-        if !bool::from(found.secret.ct_eq(&presented)) {
-            return Err(OriginError::UnknownToken);
-        }
-        if now >= found.expires {
-            return Err(OriginError::ExpiredToken);
-        }
+        let found = self.tokens.redeem(token, now)?;
         if found.short_id != short_id {
             return Err(OriginError::WrongOrigin);
         }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crate::harness::{Agent, Relay, admin, device_server, eventually};
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMIUM: &str = "/usr/bin/chromium";
 
-pub fn browser_dir() -> PathBuf {
+fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
@@ -79,17 +79,30 @@ async fn the_console_works_in_a_browser() {
     })
     .await;
 
+    run_script(
+        "console.mjs",
+        &relay,
+        &[
+            ("TETHER_SYSTEM", "device-1"),
+            ("TETHER_ADMIN", "ada"),
+            ("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap()),
+            ("TETHER_VIEWER", "vera"),
+            ("TETHER_VIEWER_PASSWORD", vera["password"].as_str().unwrap()),
+            ("TETHER_SERVICE_TARGET", &phone.to_string()),
+        ],
+    )
+    .await;
+}
+
+/// Runs `script` of `relay/tests/browser` with node against `relay` (`TETHER_URL`) and `env`,
+/// and fails with its output and the relay's log unless it passes.
+pub async fn run_script(script: &str, relay: &Relay, env: &[(&str, &str)]) {
     let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(browser_dir().join("console.mjs"))
+    cmd.arg(browser_dir().join(script))
         .current_dir(browser_dir())
         .env("TETHER_URL", &relay.base)
-        .env("TETHER_SYSTEM", "device-1")
-        .env("TETHER_ADMIN", "ada")
-        .env("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap())
-        .env("TETHER_VIEWER", "vera")
-        .env("TETHER_VIEWER_PASSWORD", vera["password"].as_str().unwrap())
-        .env("TETHER_SERVICE_TARGET", phone.to_string())
         .env("CHROMIUM", CHROMIUM)
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
@@ -100,7 +113,7 @@ async fn the_console_works_in_a_browser() {
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
+        "{script} failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
         out.status,
         relay.log()
     );

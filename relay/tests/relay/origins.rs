@@ -133,18 +133,8 @@ fn client_for(host: &str, relay: &Relay) -> reqwest::Client {
 
 /// `POST …/services/{name}/open` as the admin: the one-time URL.
 async fn open(relay: &Relay, session: &str, name: &str) -> (u16, Value) {
-    let r = relay
-        .http
-        .post(format!(
-            "{}/api/v1/sessions/{session}/services/{name}/open",
-            relay.base
-        ))
-        .bearer_auth(&relay.token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let path = format!("/api/v1/sessions/{session}/services/{name}/open");
+    crate::services::post(relay, &path, serde_json::json!({})).await
 }
 
 /// An opened origin: its base URL, a client for it, and the origin cookie (`name=value`).
@@ -380,7 +370,7 @@ async fn an_expired_link_is_refused_and_no_domain_means_no_origins() {
 /// opens each service in a new tab on its own origin, and each tab sees only its own cookie.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_open_on_their_own_origins_in_a_browser() {
-    use crate::console::{CHROMIUM, browser_dir, missing};
+    use crate::console::{missing, run_script};
     if let Some(what) = missing() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -399,26 +389,14 @@ async fn services_open_on_their_own_origins_in_a_browser() {
     let _agent = Agent::start(&relay, &relay.secret, &format!("one={one},two={two}"), &[]);
     let session = relay.active_session_with("two").await;
 
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(browser_dir().join("origins.mjs"))
-        .current_dir(browser_dir())
-        .env("TETHER_URL", &relay.base)
-        .env("TETHER_SESSION", &session)
-        .env("TETHER_ADMIN", "ada")
-        .env("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap())
-        .env("CHROMIUM", CHROMIUM)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the browser test finished within 5 minutes")
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the origins browser test failed ({}):\n{stdout}\n{stderr}\nrelay log:\n{}",
-        out.status,
-        relay.log()
-    );
+    run_script(
+        "origins.mjs",
+        &relay,
+        &[
+            ("TETHER_SESSION", &session),
+            ("TETHER_ADMIN", "ada"),
+            ("TETHER_ADMIN_PASSWORD", ada["password"].as_str().unwrap()),
+        ],
+    )
+    .await;
 }
