@@ -270,6 +270,18 @@ async fn each_service_opens_on_its_own_origin() {
         .unwrap();
     assert_eq!(who, "sid=one");
 
+    // every path and method of the origin is the service's, even where the relay has a route
+    let r = a
+        .client
+        .post(format!("{}/healthz", a.base))
+        .header(header::COOKIE, &a.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the service's answer, not the relay's 405");
+    let r = a.get("/api/v1/systems", &a.cookie).await;
+    assert_eq!(r.status(), 404, "the service's answer, not the relay's API");
+
     // compressed pages are decoded, rewritten and sent as identity
     for (path, encoding) in [("/gz", "gzip"), ("/br", "br")] {
         let r = a
