@@ -16,6 +16,7 @@
 //! | GET | `/api/v1/sessions/{id}/services` | viewer |
 //! | POST | `/api/v1/sessions/{id}/services` | operator |
 //! | DELETE | `/api/v1/sessions/{id}/services/{name}` | operator |
+//! | POST | `/api/v1/sessions/{id}/services/{name}/open` → `{"url","origin","expires_in"}` | operator |
 //! | ANY | `/api/v1/sessions/{id}/proxy/{service}[/{path}]` | operator |
 //! | GET | `/api/v1/audit?session=&actor=&action=&limit=` | admin |
 //! | GET | `/api/v1/sessions/{id}/diagnostics`, `/api/v1/systems/{id}/diagnostics` | viewer |
@@ -36,7 +37,7 @@ use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request, S
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get};
+use axum::routing::{any, delete, get, post};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -66,6 +67,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/sessions/{id}/services/{name}",
             delete(services::remove),
+        )
+        .route(
+            "/api/v1/sessions/{id}/services/{name}/open",
+            post(services::open),
         )
         .route("/api/v1/sessions/{id}/proxy/{service}", proxied.clone())
         .route("/api/v1/sessions/{id}/proxy/{service}/", proxied.clone())

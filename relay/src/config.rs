@@ -93,6 +93,46 @@ pub struct ServeConfig {
     /// HTTPS; a trusted proxy's `X-Forwarded-Proto: https` does the same per request).
     #[arg(long, env = "TETHER_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Give every proxied service its own origin `<id>.DOMAIN` (needs a wildcard DNS record,
+    /// and a wildcard certificate under TLS); without it, services are proxied under a path.
+    #[arg(long, env = "TETHER_PROXY_DOMAIN", value_parser = proxy_domain)]
+    pub proxy_domain: Option<String>,
+    /// Lifetime of the one-time link that logs an operator into a service origin.
+    #[arg(long, env = "TETHER_ORIGIN_LINK_TTL", default_value = "60s", value_parser = duration)]
+    pub origin_link_ttl: Duration,
+}
+
+/// Longest DNS name, less a 26-character label and its dot.
+const MAX_PROXY_DOMAIN: usize = 253 - 27;
+
+/// A DNS domain (lowercased) under which service origins are named.
+fn proxy_domain(s: &str) -> Result<String, String> {
+    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let fail = |why: &str| Err(format!("{s:?} is not a usable proxy domain: {why}"));
+    if d.is_empty() {
+        return fail("it is empty");
+    }
+    if d.len() > MAX_PROXY_DOMAIN {
+        return fail(&format!("it is longer than {MAX_PROXY_DOMAIN} characters"));
+    }
+    if d.contains(':') || d.contains('/') {
+        return fail("give the bare domain, without scheme or port (e.g. proxy.example.com)");
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return fail(&format!(
+                "label {label:?} is not a DNS label (letters, digits and inner hyphens, 1 to 63)"
+            ));
+        }
+    }
+    Ok(d)
 }
 
 impl ServeConfig {
@@ -122,6 +162,9 @@ impl ServeConfig {
             return Err(
                 "--console-idle-timeout and --console-session-lifetime must be more than 0".into(),
             );
+        }
+        if self.origin_link_ttl.is_zero() {
+            return Err("--origin-link-ttl must be more than 0".into());
         }
         if self.recordings_retention.is_zero() {
             return Err("--recordings-retention must be more than 0".into());

@@ -17,6 +17,7 @@
 //! | GET, POST | `/account`, `/account/password` | viewer |
 //! | GET | `/systems`, `/sessions`, `/sessions/{id}` | viewer |
 //! | GET | `/sessions/{id}/terminal` | operator |
+//! | GET | `/sessions/{id}/services/{name}/open` (to the service's origin) | operator |
 //! | POST | `/systems`, `/systems/{id}/support` | admin |
 //! | POST | `/sessions/{id}/extend`, `/close`, `/services`, `/services/{name}/remove`, `/users` | operator |
 //! | GET | `/audit`, `/audit/export`, `/operators` | admin |
@@ -63,6 +64,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             post(sessions::remove_service),
         )
         .route("/sessions/{id}/users", post(sessions::reveal_users))
+        .route(
+            "/sessions/{id}/services/{name}/open",
+            get(sessions::open_service),
+        )
         .route("/audit", get(audit::page))
         .route("/audit/export", get(audit::export))
         .route("/operators", get(operators::page).post(operators::create))

@@ -88,6 +88,15 @@ impl DataKey {
         parse_key(text).ok_or(CryptoError::BadKey { origin: None })
     }
 
+    /// A 32-byte key for `purpose`, derived from this one (HMAC-SHA256), so that other uses
+    /// never see the data key itself.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = hmac_sha256(&self.0);
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A fresh random key.
     pub fn generate() -> Result<DataKey, CryptoError> {
         Ok(DataKey(random_bytes()?))
@@ -284,6 +293,15 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
+}
+
+/// HMAC-SHA256 under a 32-byte key.
+pub fn hmac_sha256(key: &[u8; 32]) -> hmac::Hmac<Sha256> {
+    // HMAC pads a key shorter than SHA-256's 64-byte block with zeros; padding it here gives
+    // the same MAC through the infallible constructor.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    <hmac::Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into())
 }
 
 /// A new API token: `tta_` + 64 lowercase hex.

@@ -4,7 +4,8 @@
 //! Layout: [`tunnel`] owns the agent handshake, the registry of live tunnels and the streams
 //! on them; [`session`] owns the session lifecycle (grace, close, expiry, reconciliation);
 //! [`store`] is the only SQL (SQLite by default, PostgreSQL for scale); [`api`], [`proxy`] and
-//! [`auth`] serve operators; [`error`] maps every error to HTTP in one place; [`admin`] holds
+//! [`auth`] serve operators, and [`origin`] gives each proxied service an origin of its own;
+//! [`error`] maps every error to HTTP in one place; [`admin`] holds
 //! the command-line administration. [`app`] builds the router (the test seam) and [`serve`]
 //! runs it.
 
@@ -18,11 +19,13 @@ pub mod demo;
 pub mod diagnostics;
 pub mod error;
 pub mod metrics;
+pub mod origin;
 pub mod proxy;
 pub mod ratelimit;
 pub mod session;
 pub mod store;
 pub mod terminal;
+pub mod ticket;
 pub mod tunnel;
 
 use std::future::Future;
@@ -56,6 +59,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// One-time web terminal tickets.
     pub terminals: Arc<terminal::Tickets>,
+    /// Service origins: short ids, one-time tokens, origin cookies.
+    pub origins: Arc<origin::Origins>,
 }
 
 impl AppState {
@@ -72,11 +77,16 @@ impl AppState {
             per_key: RateLimiter::new(config.rate_limit_per_key, config.rate_limit_window),
         });
         let terminals = Arc::new(terminal::Tickets::new(config.terminal_ticket_ttl));
+        let origins = Arc::new(origin::Origins::new(
+            store.derived_key(b"tether service origins v1"),
+            config.origin_link_ttl,
+        ));
         AppState {
             store,
             tunnels,
             sessions,
             terminals,
+            origins,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limits,
@@ -84,7 +94,8 @@ impl AppState {
     }
 }
 
-/// The relay's routes: agent tunnels plus the operator API.
+/// The relay's routes: agent tunnels plus the operator API; with `--proxy-domain`, requests to
+/// a service origin are taken by [`origin::route`] first.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(tunnel::router())
@@ -92,6 +103,10 @@ pub fn app(state: AppState) -> Router {
         .merge(terminal::router())
         .merge(console::router(&state))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::route,
+        ))
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state)
 }

@@ -7,12 +7,14 @@
 //! WebSocket and other `Upgrade` requests are passed through: on `101` both upgraded
 //! connections are joined byte for byte. Paths and headers are rewritten by [`Route`].
 
+pub mod body;
 mod rewrite;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use agent_core::document::ServiceInfo;
 use agent_core::policy;
 use agent_core::wire::TERMINAL_SERVICE;
 use axum::body::Body;
@@ -30,8 +32,8 @@ use crate::api::{self, ApiPath};
 use crate::auth::{ClientAddr, CurrentOperator};
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, Role};
-use crate::tunnel::{StreamPermit, TunnelError};
+use crate::store::{AuditEntry, Role, SessionBrief};
+use crate::tunnel::{StreamPermit, Tunnel, TunnelError};
 
 /// How long the upstream may take to send its response headers.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -98,27 +100,46 @@ pub async fn handle(
     who: CurrentOperator,
     from: ClientAddr,
     ApiPath(params): ApiPath<ProxyParams>,
-    mut req: Request,
+    req: Request,
 ) -> Result<Response, AppError> {
     who.require(Role::Operator)?;
     let ProxyParams { id, service } = params;
-    if req.method() == Method::CONNECT {
-        return Err(AppError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "CONNECT cannot be proxied to a web service",
-        ));
-    }
-    if service == TERMINAL_SERVICE || policy::validate_connect_name(&service).is_err() {
+    let target = resolve(&state, &id, &service).await?;
+    let (base, rest) = split_proxy_path(req.uri().path()).ok_or_else(|| {
+        AppError::internal(format!("proxy route without a service: {}", req.uri()))
+    })?;
+    let route = Route::new(base, &target.info);
+    let rest = rest.to_owned();
+    forward(&state, &who, from, target, route, &rest, None, req).await
+}
+
+/// A web service of a connected session, checked for proxying.
+pub struct Target {
+    /// The session.
+    pub session: SessionBrief,
+    /// Its live tunnel.
+    pub tunnel: Arc<Tunnel>,
+    /// The session's id.
+    pub id: String,
+    /// The service's name.
+    pub service: String,
+    /// The service as the agent published it.
+    pub info: ServiceInfo,
+}
+
+/// The service `service` of session `id`, if it may be proxied now: the session is open and
+/// connected, the name is a web service's, and its target is not refused.
+pub async fn resolve(state: &AppState, id: &str, service: &str) -> Result<Target, AppError> {
+    if service == TERMINAL_SERVICE || policy::validate_connect_name(service).is_err() {
         return Err(AppError::not_found(
             "service_not_found",
             format!("{service:?} is not a web service of the appliance"),
         ));
     }
-    let (session, tunnel) = api::connected(&state, &id).await?;
+    let (session, tunnel) = api::connected(state, id).await?;
     let info = tunnel
-        .service(&service)
-        .ok_or_else(|| TunnelError::ServiceNotFound(service.clone()))?;
+        .service(service)
+        .ok_or_else(|| TunnelError::ServiceNotFound(service.to_owned()))?;
     // Syntax and literal addresses only: the relay never resolves the agent's names.
     if let Err(e) = policy::check_target(&info.target) {
         return Err(AppError::new(
@@ -127,10 +148,52 @@ pub async fn handle(
             format!("service {service:?} points at a refused target: {e}"),
         ));
     }
-    let (base, rest) = split_proxy_path(req.uri().path()).ok_or_else(|| {
-        AppError::internal(format!("proxy route without a service: {}", req.uri()))
-    })?;
-    let route = Route::new(base, &info);
+    Ok(Target {
+        session,
+        tunnel,
+        id: id.to_owned(),
+        service: service.to_owned(),
+        info,
+    })
+}
+
+/// Where a service origin is, as the browser sees it: bodies naming the service's own host
+/// are rewritten to it.
+#[derive(Debug, Clone)]
+pub struct OriginBase {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// `host[:port]` of the service origin.
+    pub authority: String,
+}
+
+/// Runs one proxied exchange (or upgrade) of `req` with `target` over its tunnel; `rest` is
+/// the raw path below the proxy root. `origin` is set for a service origin.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    state: &AppState,
+    who: &CurrentOperator,
+    from: ClientAddr,
+    target: Target,
+    route: Route,
+    rest: &str,
+    origin: Option<OriginBase>,
+    mut req: Request,
+) -> Result<Response, AppError> {
+    let Target {
+        session,
+        tunnel,
+        id,
+        service,
+        ..
+    } = target;
+    if req.method() == Method::CONNECT {
+        return Err(AppError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT cannot be proxied to a web service",
+        ));
+    }
     let mut target = route.upstream_path(rest);
     if let Some(q) = req.uri().query() {
         target.push('?');
@@ -144,7 +207,12 @@ pub async fn handle(
         )
     })?;
     let upgrade = is_upgrade(req.headers());
-    let headers = route.request_headers(req.headers(), upgrade);
+    let headers = if origin.is_some() {
+        route.origin_request_headers(req.headers(), upgrade)
+    } else {
+        route.request_headers(req.headers(), upgrade)
+    };
+    let head = req.method() == Method::HEAD;
 
     let key = (who.0.id.clone(), id.clone(), service.clone());
     if RECENT_USES.first_use(key, Instant::now()) {
@@ -156,7 +224,7 @@ pub async fn handle(
             detail: Some(serde_json::json!({ "method": req.method().as_str(), "path": target })),
             ..AuditEntry::default()
         };
-        api::audit(&state, &who, from, entry).await;
+        api::audit(state, who, from, entry).await;
     }
     state.metrics.proxy_requests.inc();
 
@@ -222,7 +290,11 @@ pub async fn handle(
                 format!("service {service:?} switched protocols without being asked to"),
             ));
         };
-        let headers = route.response_headers(resp.headers(), true);
+        let headers = if origin.is_some() {
+            route.origin_response_headers(resp.headers(), true)
+        } else {
+            route.response_headers(resp.headers(), true)
+        };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(splice(
             client_upgrade,
@@ -237,7 +309,10 @@ pub async fn handle(
     }
 
     let (parts, body) = resp.into_parts();
-    let headers = route.response_headers(&parts.headers, false);
+    let mut headers = match &origin {
+        Some(_) => route.origin_response_headers(&parts.headers, false),
+        None => route.response_headers(&parts.headers, false),
+    };
     let metrics = state.metrics.clone();
     let body = body.map_frame(move |frame| {
         // The permit lives as long as the body: the slot is free once the body is delivered
@@ -248,7 +323,26 @@ pub async fn handle(
         }
         frame
     });
-    let mut out = Response::new(Body::new(body));
+    let mut body = Body::new(body);
+    let rewritable = !head
+        && parts.status != StatusCode::PARTIAL_CONTENT
+        && parts.status != StatusCode::NOT_MODIFIED
+        && parts.status != StatusCode::NO_CONTENT
+        && body::is_rewritable(&headers);
+    if let Some(origin) = &origin
+        && rewritable
+        && let Some(encoding) = body::Encoding::of(&headers)
+    {
+        let rewriter = body::UrlRewriter::new(
+            route.authorities(),
+            origin.scheme,
+            &origin.authority,
+            body::MAX_REWRITE,
+        );
+        body::rewritten_headers(&mut headers);
+        body = body::rewrite(body, encoding, rewriter);
+    }
+    let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     *out.headers_mut() = headers;
     Ok(out)

@@ -395,6 +395,11 @@ const OPEN: &str = "('pending', 'active')";
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database at `url`
     /// (`sqlite://path`, `sqlite::memory:`, `postgres://…`).
+    /// A key for `purpose` derived from the data key (see [`DataKey::derive`]).
+    pub fn derived_key(&self, purpose: &[u8]) -> [u8; 32] {
+        self.key.derive(purpose)
+    }
+
     pub async fn connect(url: &str, data_key: DataKey) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);

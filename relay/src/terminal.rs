@@ -18,8 +18,7 @@
 
 pub mod recording;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_core::wire::{MAX_TERMINAL_FRAME_RELAY, TerminalFrame};
@@ -31,8 +30,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::AppState;
@@ -40,6 +37,7 @@ use crate::api::{ApiPath, ApiQuery};
 use crate::auth::{ClientAddr, CurrentOperator};
 use crate::error::AppError;
 use crate::store::{AuditEntry, Recording, Role, Store};
+use crate::ticket::{OneTime, Refusal};
 use crate::tunnel::{StreamPermit, Tunnel, TunnelError};
 
 use self::recording::Recorder;
@@ -49,7 +47,7 @@ pub const MAX_BROWSER_MESSAGE: usize = MAX_TERMINAL_FRAME_RELAY;
 /// How often a live terminal re-checks session, operator and system, and its idle time.
 pub const REVALIDATE_EVERY: Duration = Duration::from_millis(500);
 /// Most tickets outstanding at once (each lives seconds; this only bounds memory).
-pub const MAX_OUTSTANDING_TICKETS: usize = 10_000;
+pub const MAX_OUTSTANDING_TICKETS: usize = crate::ticket::MAX_OUTSTANDING;
 /// How often old recordings are swept.
 pub const RECORDING_SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Type-3 text of an idle terminal (the reference's words).
@@ -70,12 +68,6 @@ pub struct Grant {
     pub operator_id: String,
     pub operator_name: String,
     pub session_id: String,
-}
-
-struct Ticket {
-    secret: [u8; 32],
-    grant: Grant,
-    expires: Instant,
 }
 
 /// Why a ticket does not open a terminal.
@@ -100,36 +92,20 @@ pub enum TicketError {
 
 /// One-time terminal tickets, in memory (they live seconds; a relay restart voids them).
 pub struct Tickets {
-    ttl: Duration,
-    by_hash: Mutex<HashMap<[u8; 32], Ticket>>,
+    inner: OneTime<Grant>,
 }
 
 impl Tickets {
     /// Tickets that live `ttl`.
     pub fn new(ttl: Duration) -> Tickets {
         Tickets {
-            ttl,
-            by_hash: Mutex::default(),
+            inner: OneTime::new(ttl),
         }
     }
 
     /// A new ticket (64 hex digits) for `grant`, valid from `now` for the lifetime.
     pub fn issue(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
-        let secret: [u8; 32] = crate::crypto::random_bytes().map_err(|_| TicketError::Random)?;
-        let mut map = self.by_hash.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, t| t.expires > now);
-        if map.len() >= MAX_OUTSTANDING_TICKETS {
-            return Err(TicketError::Full);
-        }
-        map.insert(
-            Sha256::digest(secret).into(),
-            Ticket {
-                secret,
-                grant,
-                expires: now + self.ttl,
-            },
-        );
-        Ok(hex::encode(secret))
+        self.inner.issue(grant, now).map_err(TicketError::from)
     }
 
     /// Uses up `ticket` for `session_id` at `now`. A ticket is gone after any attempt to use
@@ -140,25 +116,22 @@ impl Tickets {
         session_id: &str,
         now: Instant,
     ) -> Result<Grant, TicketError> {
-        let mut presented = [0u8; 32];
-        hex::decode_to_slice(ticket, &mut presented).map_err(|_| TicketError::Unknown)?;
-        let hash: [u8; 32] = Sha256::digest(presented).into();
-        let found = self
-            .by_hash
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&hash)
-            .ok_or(TicketError::Unknown)?;
-        if !bool::from(found.secret.ct_eq(&presented)) {
-            return Err(TicketError::Unknown);
-        }
-        if now >= found.expires {
-            return Err(TicketError::Expired);
-        }
-        if found.grant.session_id != session_id {
+        let grant = self.inner.redeem(ticket, now)?;
+        if grant.session_id != session_id {
             return Err(TicketError::WrongSession);
         }
-        Ok(found.grant)
+        Ok(grant)
+    }
+}
+
+impl From<Refusal> for TicketError {
+    fn from(r: Refusal) -> TicketError {
+        match r {
+            Refusal::Unknown => TicketError::Unknown,
+            Refusal::Expired => TicketError::Expired,
+            Refusal::Full => TicketError::Full,
+            Refusal::Random => TicketError::Random,
+        }
     }
 }
 

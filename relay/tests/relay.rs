@@ -30,3 +30,6 @@ mod console;
 
 #[path = "relay/console_terminal.rs"]
 mod console_terminal;
+
+#[path = "relay/origins.rs"]
+mod origins;

@@ -281,3 +281,50 @@ mod tests {
         assert!(e.to_string().contains("unknown field `path`"), "{e}");
     }
 }
+
+/// Body of `POST /api/v1/sessions/{id}/services/{name}/open` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenBody {
+    /// The page to land on (an absolute path on the service), `/` by default.
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// `POST /api/v1/sessions/{id}/services/{name}/open` (operator): a one-time login URL on the
+/// service's own origin, `{"url","origin","expires_in"}` (needs `--proxy-domain`).
+pub(super) async fn open(
+    State(state): State<AppState>,
+    who: CurrentOperator,
+    headers: axum::http::HeaderMap,
+    extensions: axum::http::Extensions,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let body: OpenBody = if body.iter().all(u8::is_ascii_whitespace) {
+        OpenBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::bad_request(
+                "invalid_json",
+                format!("the body must be {{\"path\": \"/page\"}} or empty: {e}"),
+            )
+        })?
+    };
+    let peer = crate::console::auth::peer(&extensions);
+    let opened = crate::origin::open(
+        &state,
+        &who,
+        &headers,
+        peer,
+        &id,
+        &name,
+        body.path.as_deref(),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({
+        "url": opened.url,
+        "origin": opened.origin,
+        "expires_in": opened.expires_in.as_secs_f64(),
+    })))
+}

@@ -53,6 +53,11 @@ pub fn new_token() -> Result<String, CryptoError> {
 
 /// The value of cookie `name`, if it is present and shaped like one of our tokens.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie_value(headers, name).filter(|v| is_token(v))
+}
+
+/// The value of cookie `name`, if it is present.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -61,7 +66,6 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| is_token(v))
 }
 
 fn is_token(v: &str) -> bool {

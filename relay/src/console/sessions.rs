@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::auth::{Console, is_htmx};
+use super::auth::{Console, is_htmx, same_origin, urlencode};
 use super::view::{Nav, PageError, dot, dot_label, render, when, when_opt};
 use crate::AppState;
 use crate::api::diagnostics::overall_status;
@@ -194,12 +194,22 @@ pub struct ServiceGroup {
     pub services: Vec<ServiceRow>,
 }
 
-/// Services grouped by (module, node), the appliance's own first.
-fn grouped(session_id: &str, services: BTreeMap<String, ServiceInfo>) -> Vec<ServiceGroup> {
+/// Services grouped by (module, node), the appliance's own first. Open goes to the service's
+/// own origin with `--proxy-domain`, to the path proxy without.
+fn grouped(
+    state: &AppState,
+    session_id: &str,
+    services: BTreeMap<String, ServiceInfo>,
+) -> Vec<ServiceGroup> {
     let mut groups: BTreeMap<(String, String), Vec<ServiceRow>> = BTreeMap::new();
     for (name, s) in services {
+        let open = if state.config.proxy_domain.is_some() {
+            format!("/sessions/{session_id}/services/{}/open", urlencode(&name))
+        } else {
+            format!("/api/v1/sessions/{session_id}/proxy/{name}/")
+        };
         let row = ServiceRow {
-            open: format!("/api/v1/sessions/{session_id}/proxy/{name}/"),
+            open,
             label: s.label,
             target: s.target,
             tls: s.tls,
@@ -347,7 +357,7 @@ async fn session_page(
     let services = ServicesBlock {
         nav: console.nav("sessions"),
         session_id: id.to_owned(),
-        groups: grouped(id, services_of(&session, tunnel.as_deref())),
+        groups: grouped(state, id, services_of(&session, tunnel.as_deref())),
         connected: tunnel.is_some(),
         open: session.status.is_open(),
         answer: None,
@@ -455,7 +465,7 @@ async fn services_answer(
     let block = ServicesBlock {
         nav: console.nav("sessions"),
         session_id: id.to_owned(),
-        groups: grouped(id, services_of(&session, tunnel.as_deref())),
+        groups: grouped(state, id, services_of(&session, tunnel.as_deref())),
         connected: tunnel.is_some(),
         open: session.status.is_open(),
         answer: Some(answer),
@@ -532,4 +542,30 @@ pub(super) async fn reveal_users(
     };
     audit(&state, &console.who(), console.from, entry).await;
     render(&UsersBlock { users })
+}
+
+/// `GET /sessions/{id}/services/{name}/open` (operator): to the service's own origin, logged
+/// in there by a one-time token. A GET so that the Open link can open a new tab; the console
+/// cookie is SameSite=Strict and a request another site started is refused, so no other page
+/// can make an operator open a service.
+pub(super) async fn open_service(
+    State(state): State<AppState>,
+    console: Console,
+    headers: HeaderMap,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Response, PageError> {
+    console.require(Role::Operator)?;
+    if !same_origin(&headers) {
+        return Err(AppError::forbidden(
+            "cross-origin request refused: open services from the console's own pages",
+        )
+        .into());
+    }
+    let peer = super::auth::peer(request.extensions());
+    let opened =
+        crate::origin::open(&state, &console.who(), &headers, peer, &id, &name, None).await?;
+    // 303; the console's Referrer-Policy (same-origin) keeps the console's URL from the
+    // service.
+    Ok(Redirect::to(&opened.url).into_response())
 }

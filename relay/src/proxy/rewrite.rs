@@ -1,10 +1,16 @@
 //! How a proxied request and its response are rewritten: paths (REFERENCE 2.10 step 5, with the
 //! raw path kept and the prefix stripped by whole segments, fixing B-16), request headers (hop
 //! by hop, the operator's credentials, `Host`, `Origin`, `Referer`) and response headers
-//! (framing policy merged into CSP, redirects kept inside the proxy; part of B-12).
+//! (framing policy merged into CSP, redirects kept inside the proxy; part of B-12). A service
+//! origin uses the same route rooted at `/`, plus host-only service cookies and an
+//! `Accept-Encoding` the body rewriter can undo.
 
 use agent_core::document::ServiceInfo;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::body::Encoding;
+use crate::console::auth as console_auth;
+use crate::origin::COOKIE as ORIGIN_COOKIE;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1), plus the
 /// legacy `Proxy-Connection` and `Keep-Alive`.
@@ -140,6 +146,51 @@ impl Route {
         &self.host
     }
 
+    /// Authorities under which the upstream names itself (its `Host`, then its target).
+    pub fn authorities(&self) -> &[String] {
+        &self.authorities
+    }
+
+    /// [`Route::request_headers`] for a service origin: `Accept-Encoding` also narrowed to the
+    /// encodings the body rewriter can undo.
+    pub fn origin_request_headers(&self, incoming: &HeaderMap, upgrade: bool) -> HeaderMap {
+        let mut out = self.request_headers(incoming, upgrade);
+        let accepted: Vec<&str> = incoming
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| Encoding::is_known(t.split(';').next().unwrap_or("").trim()))
+            .collect();
+        out.remove(header::ACCEPT_ENCODING);
+        if let Ok(v) = HeaderValue::from_str(&accepted.join(", "))
+            && !accepted.is_empty()
+        {
+            out.insert(header::ACCEPT_ENCODING, v);
+        }
+        out
+    }
+
+    /// [`Route::response_headers`] for a service origin: every cookie the service sets is
+    /// host-only on its origin (`Domain` removed, so it can reach no other service and not the
+    /// relay), and none may replace the relay's own cookies.
+    pub fn origin_response_headers(&self, upstream: &HeaderMap, switching: bool) -> HeaderMap {
+        let mut out = self.response_headers(upstream, switching);
+        let cookies: Vec<HeaderValue> = out
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(host_only_cookie)
+            .filter_map(|c| HeaderValue::from_str(&c).ok())
+            .collect();
+        out.remove(header::SET_COOKIE);
+        for c in cookies {
+            out.append(header::SET_COOKIE, c);
+        }
+        out
+    }
+
     /// Request headers for upstream: connection-scoped and credential headers removed, `Host`
     /// set, `Origin`/`Referer` moved to the upstream origin. For an upgrade request the
     /// `Connection: upgrade` and `Upgrade` headers are carried over.
@@ -149,6 +200,9 @@ impl Route {
         strip_hop_by_hop(&mut out);
         for name in &DROPPED_REQUEST {
             out.remove(name);
+        }
+        if out.contains_key(header::COOKIE) {
+            strip_relay_cookies(&mut out);
         }
         if let Ok(host) = HeaderValue::from_str(&self.host) {
             out.insert(header::HOST, host);
@@ -262,6 +316,56 @@ impl Route {
             rest.to_owned()
         };
         Some(self.client_path(&rest))
+    }
+}
+
+/// Cookies of the relay itself, never forwarded to a service nor set by one.
+const RELAY_COOKIES: [&str; 3] = [
+    console_auth::COOKIE,
+    console_auth::LOGIN_COOKIE,
+    ORIGIN_COOKIE,
+];
+
+/// A `Set-Cookie` value without its `Domain` attributes; `None` for one that names a cookie
+/// of the relay.
+fn host_only_cookie(set_cookie: &str) -> Option<String> {
+    let mut parts = set_cookie.split(';');
+    let pair = parts.next()?.trim();
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+    if RELAY_COOKIES.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    let mut out = pair.to_owned();
+    for attr in parts.map(str::trim).filter(|a| !a.is_empty()) {
+        let key = attr.split_once('=').map_or(attr, |(k, _)| k).trim();
+        if !key.eq_ignore_ascii_case("domain") {
+            out.push_str("; ");
+            out.push_str(attr);
+        }
+    }
+    Some(out)
+}
+
+/// The `Cookie` header without the relay's own cookies (removed when none is left).
+fn strip_relay_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
+            !pair.is_empty() && !RELAY_COOKIES.contains(&name)
+        })
+        .map(str::to_owned)
+        .collect();
+    let joined = HeaderValue::from_str(&kept.join("; ")).ok();
+    headers.remove(header::COOKIE);
+    if let Some(v) = joined
+        && !kept.is_empty()
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Agent, Relay, device_server};
 
-async fn post(relay: &Relay, path: &str, body: Value) -> (u16, Value) {
+pub async fn post(relay: &Relay, path: &str, body: Value) -> (u16, Value) {
     let r = relay
         .http
         .post(format!("{}{path}", relay.base))

@@ -222,3 +222,47 @@ fn redirects_to_the_upstream_stay_inside_the_proxy() {
     let out = r.response_headers(&headers(&[("location", "http://127.0.0.1:8080/a")]), false);
     assert_eq!(out["location"], format!("{BASE}/a").as_str());
 }
+
+#[test]
+fn the_relays_own_cookies_never_go_upstream() {
+    let r = route(&service("10.0.0.5:80", "", false, "", ""));
+    let out = r.request_headers(
+        &headers(&[(
+            "cookie",
+            "tether_session=abc; app=1; tether_origin=x.y.z; tether_login_csrf=q",
+        )]),
+        false,
+    );
+    assert_eq!(out["cookie"], "app=1");
+    let out = r.request_headers(&headers(&[("cookie", "tether_origin=x.y.z")]), false);
+    assert!(!out.contains_key("cookie"));
+}
+
+#[test]
+fn a_service_origin_gets_host_only_cookies_and_encodings_it_can_undo() {
+    let r = Route::new("", &service("10.0.0.5:80", "nas.local", false, "", ""));
+    let upstream = headers(&[
+        ("set-cookie", "sid=1; Domain=nas.local; Path=/; HttpOnly"),
+        ("set-cookie", "lang=en; domain=.localhost"),
+        ("set-cookie", "tether_origin=forged; Path=/"),
+        ("location", "http://nas.local/after"),
+    ]);
+    let out = r.origin_response_headers(&upstream, false);
+    let cookies: Vec<&str> = out
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies, ["sid=1; Path=/; HttpOnly", "lang=en"]);
+    assert_eq!(out["location"], "/after");
+    assert_eq!(out["content-security-policy"], "frame-ancestors 'self'");
+
+    let req = r.origin_request_headers(
+        &headers(&[("accept-encoding", "gzip, deflate, br, zstd;q=0.9")]),
+        false,
+    );
+    assert_eq!(req["accept-encoding"], "gzip, deflate, br");
+    assert_eq!(req["host"], "nas.local");
+    let req = r.origin_request_headers(&headers(&[("accept-encoding", "zstd")]), false);
+    assert!(!req.contains_key("accept-encoding"));
+}
