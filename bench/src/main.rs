@@ -54,6 +54,10 @@ pub struct BinArgs {
     /// `rathole`, the peer measured beside Tether in --full mode.
     #[arg(long)]
     pub rathole: Option<PathBuf>,
+    /// The cargo profile `--relay` and `--agent` were built with; it only labels the figures
+    /// (`scripts/bench` passes `dev` when CI runs the quick mode on debug binaries).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
 }
 
 fn main() -> anyhow::Result<()> {

@@ -758,10 +758,15 @@ async fn agent_memory_figures(
         )
     };
     let mut figs = vec![
-        Figure::new("agent_idle", 'e', "agent RSS idle (release build)", "MiB")
-            .tether(Some(Stats::one(idle)))
-            .target("≤ 4 MiB", Some(idle <= 4.0))
-            .note(anon_note(idle_anon)),
+        Figure::new(
+            "agent_idle",
+            'e',
+            &format!("agent RSS idle ({} build)", bed.bins.profile),
+            "MiB",
+        )
+        .tether(Some(Stats::one(idle)))
+        .target("≤ 4 MiB", Some(idle <= 4.0))
+        .note(anon_note(idle_anon)),
     ];
     if let Some(bin) = &bed.bins.min_size_agent {
         let system = bed.relay.create_system("min-size")?;
@@ -1012,7 +1017,7 @@ fn size_figures(
     };
     sized(
         "size_agent_release",
-        "tether-agent, release",
+        &format!("tether-agent, {}", bins.profile),
         &bins.agent,
         true,
     )?;
@@ -1026,7 +1031,7 @@ fn size_figures(
     }
     sized(
         "size_relay_release",
-        "tether-relay, release",
+        &format!("tether-relay, {}", bins.profile),
         &bins.relay,
         true,
     )?;
