@@ -431,14 +431,7 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
         Err(e) if page => {
             let mut resp = view::error_page(e, true);
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(ERROR_PAGE_CSP),
-            );
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
+            console_auth::page_headers(h, ERROR_PAGE_CSP);
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }

@@ -41,6 +41,32 @@ fn html(body: impl Into<axum::body::Body>, encoding: Option<&'static str>) -> Re
     r
 }
 
+/// `text` as an HTML response in `coding`: `gzip`, `br`, or `deflate` sent raw (no zlib header),
+/// as some servers do.
+async fn encoded(text: String, coding: &'static str) -> Response {
+    use async_compression::tokio::bufread::{BrotliEncoder, DeflateEncoder, GzipEncoder};
+    let mut out = Vec::new();
+    let read = match coding {
+        "gzip" => {
+            GzipEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+        "br" => {
+            BrotliEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+        _ => {
+            DeflateEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+    };
+    read.unwrap();
+    html(out, Some(coding))
+}
+
 fn cookie_of(h: &HeaderMap) -> String {
     h.get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -78,42 +104,11 @@ pub async fn web_service(name: &'static str) -> SocketAddr {
             "/home",
             get(move |h: HeaderMap| async move { html(page(name, me, &cookie_of(&h)), None) }),
         )
-        .route(
-            "/gz",
-            get(move || async move {
-                let mut out = Vec::new();
-                let text = page(name, me, "");
-                async_compression::tokio::bufread::GzipEncoder::new(text.as_bytes())
-                    .read_to_end(&mut out)
-                    .await
-                    .unwrap();
-                html(out, Some("gzip"))
-            }),
-        )
-        .route(
-            "/br",
-            get(move || async move {
-                let mut out = Vec::new();
-                let text = page(name, me, "");
-                async_compression::tokio::bufread::BrotliEncoder::new(text.as_bytes())
-                    .read_to_end(&mut out)
-                    .await
-                    .unwrap();
-                html(out, Some("br"))
-            }),
-        )
+        .route("/gz", get(move || encoded(page(name, me, ""), "gzip")))
+        .route("/br", get(move || encoded(page(name, me, ""), "br")))
         .route(
             "/deflate",
-            get(move || async move {
-                // raw deflate, no zlib header: what some servers send as `deflate`
-                let mut out = Vec::new();
-                let text = page(name, me, "");
-                async_compression::tokio::bufread::DeflateEncoder::new(text.as_bytes())
-                    .read_to_end(&mut out)
-                    .await
-                    .unwrap();
-                html(out, Some("deflate"))
-            }),
+            get(move || encoded(page(name, me, ""), "deflate")),
         )
         .route("/whoami", get(|h: HeaderMap| async move { cookie_of(&h) }))
         .route(
