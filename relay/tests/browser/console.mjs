@@ -65,6 +65,13 @@ async function main() {
   check((await phone.textContent()).includes("Desk phone"), "the new service shows its label");
   check((await phone.getByRole("link", { name: "Open" }).getAttribute("href")).endsWith("/proxy/phone/"), "Open links to the service");
   await shot(admin, "session", { fullPage: true });
+  // going through a service makes the operator one of the session's operators now
+  const through = await admin.request.get(`${base}/api/v1/sessions/${sessionId}/proxy/phone/hello`);
+  check(through.ok(), `the service answers through the proxy, not ${through.status()}`);
+  await admin.goto(`${base}/sessions`);
+  const present = admin.locator(`tr[data-session="${sessionId}"] td.operators`);
+  check((await present.textContent()).trim() === env("TETHER_ADMIN"), "the sessions page lists the operator now on it");
+  await admin.goto(sessionUrl);
   await phone.getByRole("button", { name: "Remove" }).click();
   await admin.locator("#service-answer", { hasText: "removed" }).waitFor();
   await phone.waitFor({ state: "detached" });
