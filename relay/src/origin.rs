@@ -21,6 +21,11 @@
 //!   path proxy: the operator exists, is enabled and has the operator role; the session is
 //!   open and connected; the service exists. The relay's cookies and any `Authorization` never
 //!   go upstream; the service's cookies are host-only on its origin.
+//! * Logging out of the console does not end origin cookies: the cookie names the operator, not
+//!   the console login (an origin opened through the API with a Bearer token has none). To end
+//!   them with the login, the token's grant would carry the console session's id hash, the
+//!   cookie would sign it, and [`serve`] would look the console session up in place of the
+//!   operator (one query either way). Closing the support session cuts every origin at once.
 //!
 //! A refusal on an origin is the API's JSON error, or, to a browser navigating (`Accept:
 //! text/html`), a small page with the same message that loads nothing.
