@@ -24,7 +24,7 @@
 //! * Logging out of the console does not end origin cookies: the cookie names the operator, not
 //!   the console login (an origin opened through the API with a Bearer token has none). To end
 //!   them with the login, the token's grant would carry the console session's id hash, the
-//!   cookie would sign it, and [`serve`] would look the console session up in place of the
+//!   cookie would sign it, and `serve` would look the console session up in place of the
 //!   operator (one query either way). Closing the support session cuts every origin at once.
 //!
 //! A refusal on an origin is the API's JSON error, or, to a browser navigating (`Accept:

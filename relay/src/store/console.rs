@@ -206,8 +206,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::on_both_backends;
     use crate::store::Role;
+    use crate::store::tests::on_both_backends;
 
     on_both_backends!(
         console_sessions_end_idle_expired_disabled_or_logged_out,
