@@ -31,7 +31,7 @@ mod operators;
 mod sessions;
 mod systems;
 mod terminal;
-mod view;
+pub(crate) mod view;
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod metrics;
 pub mod origin;
+pub mod presence;
 pub mod proxy;
 pub mod ratelimit;
 pub mod session;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub terminals: Arc<terminal::Tickets>,
     /// Service origins: short ids, one-time tokens, origin cookies.
     pub origins: Arc<origin::Origins>,
+    /// Operators with a live terminal or a recent proxied request, by session.
+    pub presence: Arc<presence::Presence>,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl AppState {
             sessions,
             terminals,
             origins,
+            presence: Arc::default(),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limits,

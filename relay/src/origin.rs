@@ -21,6 +21,14 @@
 //!   path proxy: the operator exists, is enabled and has the operator role; the session is
 //!   open and connected; the service exists. The relay's cookies and any `Authorization` never
 //!   go upstream; the service's cookies are host-only on its origin.
+//! * Logging out of the console does not end origin cookies: the cookie names the operator, not
+//!   the console login (an origin opened through the API with a Bearer token has none). To end
+//!   them with the login, the token's grant would carry the console session's id hash, the
+//!   cookie would sign it, and `serve` would look the console session up in place of the
+//!   operator (one query either way). Closing the support session cuts every origin at once.
+//!
+//! A refusal on an origin is the API's JSON error, or, to a browser navigating (`Accept:
+//! text/html`), a small page with the same message that loads nothing.
 //!
 //! [`route`] runs before the router: a request whose `Host` is `<id>.D` never reaches the
 //! relay's own routes.
@@ -44,6 +52,7 @@ use sha2::Sha256;
 use crate::AppState;
 use crate::auth::{ClientAddr, CurrentOperator};
 use crate::console::auth as console_auth;
+use crate::console::view;
 use crate::crypto::hmac_sha256 as mac;
 use crate::error::AppError;
 use crate::proxy::{self, OriginBase, Route};
@@ -61,6 +70,8 @@ pub const SHORT_ID_LEN: usize = 26;
 const MAX_KNOWN: usize = 100_000;
 /// Longest token or cookie looked at.
 const MAX_CREDENTIAL: usize = 256;
+/// The refusal page of a service origin loads nothing, runs nothing and is framed nowhere.
+const ERROR_PAGE_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -419,8 +430,16 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let secure = console_auth::https(&state, req.headers(), console_auth::peer(req.extensions()));
     let authority = host.unwrap_or_default();
+    let page = wants_page(req.headers());
     let mut resp = match serve(&state, &short_id, &authority, secure, req).await {
         Ok(r) => r,
+        Err(e) if page => {
+            let mut resp = view::error_page(e, true);
+            let h = resp.headers_mut();
+            console_auth::page_headers(h, ERROR_PAGE_CSP);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
         Err(e) => e.into_response(),
     };
     if secure {
@@ -430,6 +449,16 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
         );
     }
     resp
+}
+
+/// Whether a refusal should be a page: the browser navigates (it takes HTML). Scripts of the
+/// service (`fetch`, XHR) get the API's JSON body.
+fn wants_page(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
 }
 
 async fn serve(

@@ -214,6 +214,7 @@ pub async fn forward(
     };
     let head = req.method() == Method::HEAD;
 
+    state.presence.touch(&id, &who.0.name, Instant::now());
     let key = (who.0.id.clone(), id.clone(), service.clone());
     if RECENT_USES.first_use(key, Instant::now()) {
         let entry = AuditEntry {

@@ -344,6 +344,10 @@ async fn bridge(socket: WebSocket, live: Live, mut recorder: Recorder) {
     )
     .await;
     tracing::info!(%session, operator = %live.grant.operator_name, "terminal opened");
+    let _present = live
+        .state
+        .presence
+        .terminal(&session, &live.grant.operator_name);
     let (mut sink, mut source) = socket.split();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let end = match live.tunnel.open_terminal(&live.grant.operator_name).await {

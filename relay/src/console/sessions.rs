@@ -2,7 +2,7 @@
 //! history, services grouped by module and node (add and remove by command, showing the
 //! agent's answer), support users revealed on request (audited), extend, close, access log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use agent_core::document::{DiagnosticsReport, ServiceInfo};
 use askama::Template;
@@ -21,10 +21,8 @@ use crate::api::sessions::{
 };
 use crate::api::{ApiPath, ApiQuery, audit};
 use crate::error::AppError;
-use crate::store::{AuditEntry, AuditFilter, Role, Session, Store};
+use crate::store::{AuditEntry, AuditFilter, Role, Session};
 
-/// Operators who acted on a session within this window count as connected to it.
-const PRESENCE_MS: i64 = 30 * 60_000;
 /// Audit records shown in a session's access log.
 const ACCESS_LOG_LIMIT: i64 = 100;
 /// Hours an operator may pick when extending.
@@ -69,14 +67,7 @@ pub(super) async fn list(
     console.require(Role::Viewer)?;
     let (statuses, system) = parse_list_query(&pairs)?;
     let sessions = list_filtered(&state, &statuses, system.clone()).await?;
-    let mut present: HashMap<String, Vec<String>> = HashMap::new();
-    for (session, actor) in state
-        .store
-        .recent_session_actors(Store::now() - PRESENCE_MS)
-        .await?
-    {
-        present.entry(session).or_default().push(actor);
-    }
+    let now = std::time::Instant::now();
     let rows = sessions
         .iter()
         .map(|s| {
@@ -91,7 +82,7 @@ pub(super) async fn list(
                 connected: state.tunnels.by_session(&s.id).is_some(),
                 dot: dot(status.as_deref()),
                 health: dot_label(status.as_deref()),
-                operators: present.get(&s.id).map(|v| v.join(", ")).unwrap_or_default(),
+                operators: state.presence.of(&s.id, now).join(", "),
             }
         })
         .collect();

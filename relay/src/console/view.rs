@@ -78,34 +78,44 @@ struct ErrorPage<'a> {
     status: u16,
     reason: &'a str,
     message: &'a str,
+    /// Loads nothing and links nowhere: for a service origin, whose `/assets/` and `/systems`
+    /// are the service's own paths.
+    bare: bool,
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let status = self.0.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // The API's error response logs the detail with the request id; show the same
-            // generic words in a page.
-            let logged = self.0.into_response();
-            let page = ErrorPage {
-                status: 500,
-                reason: "Internal error",
-                message: "internal error, see the relay log",
-            };
-            return page
-                .render()
-                .map(|html| (logged.status(), Html(html)).into_response())
-                .unwrap_or_else(|_| logged);
-        }
+        error_page(self.0, false)
+    }
+}
+
+/// `error` as an HTML page with its status; `bare` for a page on a service origin.
+pub fn error_page(error: AppError, bare: bool) -> Response {
+    let status = error.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        // The API's error response logs the detail with the request id; show the same
+        // generic words in a page.
+        let logged = error.into_response();
         let page = ErrorPage {
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("Error"),
-            message: self.0.message(),
+            status: 500,
+            reason: "Internal error",
+            message: "internal error, see the relay log",
+            bare,
         };
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => self.0.into_response(),
-        }
+        return page
+            .render()
+            .map(|html| (logged.status(), Html(html)).into_response())
+            .unwrap_or_else(|_| logged);
+    }
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message: error.message(),
+        bare,
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => error.into_response(),
     }
 }
 

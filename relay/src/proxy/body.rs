@@ -25,7 +25,8 @@ pub enum Encoding {
     Identity,
     /// `gzip` (or `x-gzip`).
     Gzip,
-    /// `deflate` (zlib format, RFC 9110 section 8.4.1.2).
+    /// `deflate`: the zlib format of RFC 9110 section 8.4.1.2, or raw deflate (RFC 1951) as
+    /// some servers send it and browsers accept ([`is_zlib_header`] tells them apart).
     Deflate,
     /// `br`.
     Brotli,
@@ -253,7 +254,7 @@ impl UrlRewriter {
 
 /// `body` (encoded with `encoding`) decoded and rewritten by `rewriter`, streaming.
 pub fn rewrite(body: Body, encoding: Encoding, rewriter: UrlRewriter) -> Body {
-    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder};
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder};
     use tokio_util::io::{ReaderStream, StreamReader};
 
     let raw = body.into_data_stream().map_err(std::io::Error::other);
@@ -264,10 +265,7 @@ pub fn rewrite(body: Body, encoding: Encoding, rewriter: UrlRewriter) -> Body {
             decoder.multiple_members(true);
             ReaderStream::with_capacity(decoder, DECODE_BUFFER).boxed()
         }
-        Encoding::Deflate => {
-            ReaderStream::with_capacity(ZlibDecoder::new(StreamReader::new(raw)), DECODE_BUFFER)
-                .boxed()
-        }
+        Encoding::Deflate => inflate(raw.boxed()),
         Encoding::Brotli => {
             ReaderStream::with_capacity(BrotliDecoder::new(StreamReader::new(raw)), DECODE_BUFFER)
                 .boxed()
@@ -289,6 +287,46 @@ pub fn rewrite(body: Body, encoding: Encoding, rewriter: UrlRewriter) -> Body {
         }
     });
     Body::from_stream(stream)
+}
+
+type ByteStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Whether a `deflate` body starting with `head` is zlib-wrapped: a zlib header names method 8
+/// with a window of at most 32 KiB and is a multiple of 31 (RFC 1950 section 2.2). Chromium
+/// and Firefox use the same test to accept raw deflate too.
+pub fn is_zlib_header(head: &[u8]) -> bool {
+    match head {
+        [cmf, flg, ..] => {
+            cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0
+        }
+        _ => false,
+    }
+}
+
+/// A `deflate` body decoded: zlib-wrapped or raw, told apart by its first two bytes.
+fn inflate(mut raw: ByteStream) -> ByteStream {
+    use async_compression::tokio::bufread::{DeflateDecoder, ZlibDecoder};
+    use tokio_util::io::{ReaderStream, StreamReader};
+
+    futures::stream::once(async move {
+        let mut head = Vec::new();
+        while head.len() < 2 {
+            match raw.next().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                Some(Err(e)) => return futures::stream::iter([Err(e)]).boxed(),
+                None => break,
+            }
+        }
+        let zlib = is_zlib_header(&head);
+        let whole = StreamReader::new(futures::stream::iter([Ok(Bytes::from(head))]).chain(raw));
+        if zlib {
+            ReaderStream::with_capacity(ZlibDecoder::new(whole), DECODE_BUFFER).boxed()
+        } else {
+            ReaderStream::with_capacity(DeflateDecoder::new(whole), DECODE_BUFFER).boxed()
+        }
+    })
+    .flatten()
+    .boxed()
 }
 
 /// Response headers of a body that [`rewrite`] changes: it is sent as identity, its length is

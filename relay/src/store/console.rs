@@ -201,38 +201,18 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    /// `(session id, operator name)` of every operator who acted on a support session since
-    /// `since` (the command line and the agents excluded), for "connected operators".
-    pub async fn recent_session_actors(
-        &self,
-        since: Millis,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT session_id, actor FROM audit WHERE at >= $1 \
-             AND session_id IS NOT NULL AND actor <> $2 AND actor NOT LIKE 'agent:%' \
-             ORDER BY session_id, actor",
-        )
-        .bind(since)
-        .bind(crate::admin::AUDIT_ACTOR)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("session_id")?, r.try_get("actor")?)))
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Role;
     use crate::store::tests::on_both_backends;
-    use crate::store::{AuditEntry, Role};
 
     on_both_backends!(
         console_sessions_end_idle_expired_disabled_or_logged_out,
         login_failures_are_counted_per_name_and_address_and_forgotten,
-        passwords_change_and_recent_actors_are_listed
+        passwords_change
     );
 
     async fn console_sessions_end_idle_expired_disabled_or_logged_out(store: Store) {
@@ -390,7 +370,7 @@ mod tests {
         );
     }
 
-    async fn passwords_change_and_recent_actors_are_listed(store: Store) {
+    async fn passwords_change(store: Store) {
         let (op, old) = store.create_operator("otto", Role::Operator).await.unwrap();
         let new = Secret::new("a much better password");
         store.set_operator_password(&op.id, &new).await.unwrap();
@@ -409,24 +389,5 @@ mod tests {
                 .is_some()
         );
         assert!(store.set_operator_password("missing", &new).await.is_err());
-        let since = Store::now();
-        for (actor, session) in [
-            ("otto", Some("s1")),
-            ("otto", Some("s1")),
-            ("cli", Some("s1")),
-            ("ada", None),
-        ] {
-            let entry = AuditEntry {
-                actor: actor.into(),
-                action: "x".into(),
-                session_id: session.map(str::to_owned),
-                ..AuditEntry::default()
-            };
-            store.audit(entry).await.unwrap();
-        }
-        assert_eq!(
-            store.recent_session_actors(since).await.unwrap(),
-            vec![("s1".to_owned(), "otto".to_owned())]
-        );
     }
 }

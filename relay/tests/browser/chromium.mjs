@@ -1,6 +1,6 @@
 // What the console's browser tests share: Debian's headless chromium through playwright-core,
 // one throw-away profile per page, the console's login, and the run that exits 0 when every
-// step held. (console.mjs predates this module and still carries its own copy.)
+// step held.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -6,67 +6,18 @@
 // (host:port the agent can reach), CHROMIUM (default /usr/bin/chromium), and optionally
 // TETHER_SCREENSHOTS_DIR to save screenshots of the main pages there.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { DEADLINE_MS, LAPTOP, PHONE, check, env, login as logIn, open, run } from "./chromium.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env("TETHER_URL");
 const system = env("TETHER_SYSTEM");
 const shots = process.env.TETHER_SCREENSHOTS_DIR;
-const LAPTOP = { width: 1366, height: 768 };
-const PHONE = { width: 390, height: 844 };
-const DEADLINE_MS = 60_000;
 
-const dirs = [];
-const contexts = [];
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-async function open(colorScheme = "light") {
-  const dir = mkdtempSync(join(tmpdir(), "tether-chromium-"));
-  dirs.push(dir);
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: LAPTOP,
-    colorScheme,
-  });
-  contexts.push(context);
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(DEADLINE_MS);
-  page.on("dialog", (dialog) => dialog.accept());
-  const problems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(m.text());
-  });
-  page.problems = problems;
-  return page;
-}
-
+/** Logs in as a stranger would: `/` sends to the login page, which lands on Systems. */
 async function login(page, name, password) {
   await page.goto(`${base}/`);
   check(new URL(page.url()).pathname === "/login", `a stranger lands on the login page, not ${page.url()}`);
-  await page.getByLabel("Name").fill(name);
-  await page.getByLabel("Password").fill(password);
-  await Promise.all([page.waitForURL(`${base}/systems`), page.getByRole("button", { name: "Log in" }).click()]);
+  await logIn(page, base, name, password);
   await page.getByRole("heading", { name: "Systems" }).waitFor();
 }
 
@@ -114,6 +65,13 @@ async function main() {
   check((await phone.textContent()).includes("Desk phone"), "the new service shows its label");
   check((await phone.getByRole("link", { name: "Open" }).getAttribute("href")).endsWith("/proxy/phone/"), "Open links to the service");
   await shot(admin, "session", { fullPage: true });
+  // going through a service makes the operator one of the session's operators now
+  const through = await admin.request.get(`${base}/api/v1/sessions/${sessionId}/proxy/phone/hello`);
+  check(through.ok(), `the service answers through the proxy, not ${through.status()}`);
+  await admin.goto(`${base}/sessions`);
+  const present = admin.locator(`tr[data-session="${sessionId}"] td.operators`);
+  check((await present.textContent()).trim() === env("TETHER_ADMIN"), "the sessions page lists the operator now on it");
+  await admin.goto(sessionUrl);
   await phone.getByRole("button", { name: "Remove" }).click();
   await admin.locator("#service-answer", { hasText: "removed" }).waitFor();
   await phone.waitFor({ state: "detached" });
@@ -173,15 +131,4 @@ async function main() {
   }
 }
 
-let failed = false;
-try {
-  await main();
-  console.log("console browser test: 1 passed, 0 failed");
-} catch (e) {
-  failed = true;
-  console.error(e);
-} finally {
-  for (const c of contexts) await c.close().catch(() => {});
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await run("console browser test", main);

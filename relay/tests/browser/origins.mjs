@@ -9,34 +9,18 @@
 // Environment: TETHER_URL (the console), TETHER_SESSION (a session publishing services "one"
 // and "two"), TETHER_ADMIN / TETHER_ADMIN_PASSWORD, CHROMIUM (default /usr/bin/chromium).
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { DEADLINE_MS, check, env, login, open, run } from "./chromium.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const base = env("TETHER_URL");
 const session = env("TETHER_SESSION");
-const DEADLINE_MS = 60_000;
 const ORIGIN_HOST = /^[0-9a-v]{26}\.localhost$/;
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-const dir = mkdtempSync(join(tmpdir(), "tether-chromium-"));
-let context;
 
 async function openService(console_, name) {
   const row = console_.locator(`tr[data-service="${name}"]`);
   const link = row.getByRole("link", { name: "Open" });
   const href = await link.getAttribute("href");
   check(href === `/sessions/${session}/services/${name}/open`, `Open of ${name} goes through the console: ${href}`);
-  const [tab] = await Promise.all([context.waitForEvent("page"), link.click()]);
+  const [tab] = await Promise.all([console_.context().waitForEvent("page"), link.click()]);
   tab.setDefaultTimeout(DEADLINE_MS);
   await tab.getByRole("heading", { name: `service ${name}` }).waitFor();
   const url = new URL(tab.url());
@@ -50,29 +34,9 @@ async function openService(console_, name) {
 }
 
 async function main() {
-  context = await chromium.launchPersistentContext(dir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: { width: 1366, height: 768 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(DEADLINE_MS);
-
   // log in and go to the session
-  await page.goto(`${base}/login`);
-  await page.getByLabel("Name").fill(env("TETHER_ADMIN"));
-  await page.getByLabel("Password").fill(env("TETHER_ADMIN_PASSWORD"));
-  await Promise.all([page.waitForURL(`${base}/systems`), page.getByRole("button", { name: "Log in" }).click()]);
+  const page = await open();
+  await login(page, base, env("TETHER_ADMIN"), env("TETHER_ADMIN_PASSWORD"));
   await page.goto(`${base}/sessions/${session}`);
   await page.locator('tr[data-service="two"]').waitFor();
 
@@ -86,30 +50,13 @@ async function main() {
   check((await two.evaluate(() => document.cookie)) === "sid=two", "tab two sees only sid=two");
   check((await page.evaluate(() => document.cookie)) === "", "the console sees no service cookie");
 
-  // a tab of the service origin without the console's link is refused, saying what to do
-  const stranger = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"],
-  });
-  try {
-    const p = await stranger.newPage();
-    const resp = await p.goto(one.url());
-    check(resp.status() === 401, `a browser without the origin cookie gets 401, not ${resp.status()}`);
-    check((await p.content()).includes("open it from the Tether console"), "the refusal says what to do");
-  } finally {
-    await stranger.close();
-  }
+  // a browser without the console's link (a fresh profile) is refused by a page saying what to do
+  const stranger = await open();
+  const resp = await stranger.goto(one.url());
+  check(resp.status() === 401, `a browser without the origin cookie gets 401, not ${resp.status()}`);
+  await stranger.getByRole("heading", { name: "401 Unauthorized" }).waitFor();
+  check((await stranger.locator(".error-message").textContent()).includes("open it from the Tether console"), "the refusal page says what to do");
+  check(page.problems.length === 0, `no console errors on the console: ${page.problems.join("; ")}`);
 }
 
-let failed = false;
-try {
-  await main();
-  console.log("origins browser test: 1 passed, 0 failed");
-} catch (e) {
-  failed = true;
-  console.error(e);
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(dir, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+await run("origins browser test", main);

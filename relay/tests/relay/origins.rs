@@ -41,6 +41,32 @@ fn html(body: impl Into<axum::body::Body>, encoding: Option<&'static str>) -> Re
     r
 }
 
+/// `text` as an HTML response in `coding`: `gzip`, `br`, or `deflate` sent raw (no zlib header),
+/// as some servers do.
+async fn encoded(text: String, coding: &'static str) -> Response {
+    use async_compression::tokio::bufread::{BrotliEncoder, DeflateEncoder, GzipEncoder};
+    let mut out = Vec::new();
+    let read = match coding {
+        "gzip" => {
+            GzipEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+        "br" => {
+            BrotliEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+        _ => {
+            DeflateEncoder::new(text.as_bytes())
+                .read_to_end(&mut out)
+                .await
+        }
+    };
+    read.unwrap();
+    html(out, Some(coding))
+}
+
 fn cookie_of(h: &HeaderMap) -> String {
     h.get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -49,7 +75,8 @@ fn cookie_of(h: &HeaderMap) -> String {
 }
 
 /// A device-side web service: `/` sets `sid=<name>` (for the device's own domain) and
-/// redirects to its absolute `/home`; `/home` is its page; `/gz` and `/br` the page encoded;
+/// redirects to its absolute `/home`; `/home` is its page; `/gz`, `/br` and `/deflate` (raw,
+/// without the zlib header) the page encoded;
 /// `/whoami` the cookies it got; `/ws` a WebSocket echo.
 pub async fn web_service(name: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -77,29 +104,11 @@ pub async fn web_service(name: &'static str) -> SocketAddr {
             "/home",
             get(move |h: HeaderMap| async move { html(page(name, me, &cookie_of(&h)), None) }),
         )
+        .route("/gz", get(move || encoded(page(name, me, ""), "gzip")))
+        .route("/br", get(move || encoded(page(name, me, ""), "br")))
         .route(
-            "/gz",
-            get(move || async move {
-                let mut out = Vec::new();
-                let text = page(name, me, "");
-                async_compression::tokio::bufread::GzipEncoder::new(text.as_bytes())
-                    .read_to_end(&mut out)
-                    .await
-                    .unwrap();
-                html(out, Some("gzip"))
-            }),
-        )
-        .route(
-            "/br",
-            get(move || async move {
-                let mut out = Vec::new();
-                let text = page(name, me, "");
-                async_compression::tokio::bufread::BrotliEncoder::new(text.as_bytes())
-                    .read_to_end(&mut out)
-                    .await
-                    .unwrap();
-                html(out, Some("br"))
-            }),
+            "/deflate",
+            get(move || encoded(page(name, me, ""), "deflate")),
         )
         .route("/whoami", get(|h: HeaderMap| async move { cookie_of(&h) }))
         .route(
@@ -227,6 +236,30 @@ async fn each_service_opens_on_its_own_origin() {
     assert_eq!(r.status(), 401);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "origin_cookie_invalid", "{e}");
+    // a browser navigating gets the same words as a page that loads nothing
+    let r = a
+        .client
+        .get(format!("{}/home", a.base))
+        .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("<!doctype html>"), "{text}");
+    assert!(
+        text.contains("open it from the Tether console (its Open link logs you in here)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/assets/"),
+        "nothing of the service's paths: {text}"
+    );
 
     // the service sets its cookie (host-only) and redirects to its absolute URL: kept on the
     // origin
@@ -283,7 +316,7 @@ async fn each_service_opens_on_its_own_origin() {
     assert_eq!(r.status(), 404, "the service's answer, not the relay's API");
 
     // compressed pages are decoded, rewritten and sent as identity
-    for (path, encoding) in [("/gz", "gzip"), ("/br", "br")] {
+    for (path, encoding) in [("/gz", "gzip"), ("/br", "br"), ("/deflate", "deflate")] {
         let r = a
             .client
             .get(format!("{}{path}", a.base))

@@ -129,6 +129,49 @@ async fn decodes_gzip_deflate_and_br_then_rewrites_to_identity() {
 }
 
 #[tokio::test]
+async fn decodes_raw_deflate_without_a_zlib_header_as_browsers_do() {
+    use async_compression::tokio::bufread::DeflateEncoder;
+    let page = PAGE.repeat(400);
+    let mut raw = Vec::new();
+    DeflateEncoder::new(page.as_bytes())
+        .read_to_end(&mut raw)
+        .await
+        .unwrap();
+    assert!(!is_zlib_header(&raw), "the test body has no zlib header");
+    for size in [1, 7, 4096] {
+        let body = rewrite(
+            chunked(raw.clone(), size),
+            Encoding::Deflate,
+            rewriter(MAX_REWRITE),
+        );
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            EXPECTED.repeat(400),
+            "raw deflate in {size}-byte chunks"
+        );
+    }
+}
+
+#[test]
+fn tells_a_zlib_header_from_raw_deflate() {
+    // 78 01, 78 9c, 78 da: zlib's usual headers; 08 1d: a 256-byte window, still zlib.
+    for head in [[0x78, 0x01], [0x78, 0x9c], [0x78, 0xda], [0x08, 0x1d]] {
+        assert!(is_zlib_header(&head), "{head:02x?}");
+    }
+    // raw deflate blocks, a window over 32 KiB, a bad check, too short
+    for head in [
+        &[0xcb, 0x48][..],
+        &[0xf3, 0x48],
+        &[0x88, 0x98],
+        &[0x78, 0x9d],
+        &[0x78],
+    ] {
+        assert!(!is_zlib_header(head), "{head:02x?}");
+    }
+}
+
+#[tokio::test]
 async fn a_corrupt_encoded_body_ends_in_an_error_not_a_short_body() {
     let body = rewrite(
         chunked(b"this is not gzip at all".to_vec(), 4),
