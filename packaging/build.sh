@@ -71,7 +71,10 @@ ensure_build_tools
 if ((package_only == 0)); then
 	start=$SECONDS
 	step "tether-agent for x86_64 and aarch64 (profile min-size)"
-	cargo zigbuild --locked -p tether-agent --profile min-size \
+	# RUSTC_BOOTSTRAP as for MIPS below (no unstable flag is used here): cargo fingerprints it,
+	# so without it the two steps would rebuild each other's shared host crates (proc macros,
+	# build scripts) and with them everything, on every run.
+	RUSTC_BOOTSTRAP=1 cargo zigbuild --locked -p tether-agent --profile min-size \
 		--target x86_64-unknown-linux-musl --target aarch64-unknown-linux-musl
 
 	step "tether-agent for mips and mipsel (profile min-size, std built from source, no ns8)"

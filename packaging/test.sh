@@ -77,7 +77,12 @@ for deb in "$DIST"/*.deb; do
 	rm -rf "$ctl"
 done
 
-unit_has() { dpkg-deb --fsys-tarfile "$1" | tar -xOf - "./usr/lib/systemd/system/$2" | grep -Eq "$3"; }
+# the unit is read whole before grep: `grep -q` quitting at the first match would break the
+# pipe under tar and dpkg-deb (pipefail then fails the check at random)
+unit_has() {
+	local unit
+	unit=$(dpkg-deb --fsys-tarfile "$1" | tar -xOf - "./usr/lib/systemd/system/$2") && grep -Eq "$3" <<<"$unit"
+}
 agent_deb=$(ls "$DIST"/tether-agent_*_amd64.deb)
 relay_deb=$(ls "$DIST"/tether-relay_*_amd64.deb)
 for want in '^Restart=always$' '^RestartPreventExitStatus=.*\b3\b' '^ExecCondition=.*SUPPORT_URL' \
