@@ -16,7 +16,7 @@ source packaging/tools.sh
 
 DIST=dist
 fails=0
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"; }
 ok() { printf 'ok   %s\n' "$*"; }
 fail() {
 	printf 'FAIL %s\n' "$*"
@@ -52,6 +52,11 @@ if [[ -z $relay_bin ]]; then
 	relay_bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/tether-relay"
 fi
 python3 packaging/qemu_e2e.py --relay "$relay_bin" "$DIST"/tether-agent-*-unknown-linux-musl || fail "qemu end-to-end"
+# the MIPS agents are built without the NethServer 8 adapter: asking for it says so
+for arch in mips mipsel; do
+	check "tether-agent-$arch: --platform ns8 is refused with exit 1, naming the missing support" bash -c \
+		"out=\$(qemu-$arch-static '$DIST/tether-agent-$arch-unknown-linux-musl' discover --platform ns8 2>&1); [[ \$? == 1 ]] && grep -q 'without NethServer 8 support' <<<\"\$out\""
+done
 
 step ".deb"
 # unit and script content
@@ -72,7 +77,12 @@ for deb in "$DIST"/*.deb; do
 	rm -rf "$ctl"
 done
 
-unit_has() { dpkg-deb --fsys-tarfile "$1" | tar -xOf - "./usr/lib/systemd/system/$2" | grep -Eq "$3"; }
+# the unit is read whole before grep: `grep -q` quitting at the first match would break the
+# pipe under tar and dpkg-deb (pipefail then fails the check at random)
+unit_has() {
+	local unit
+	unit=$(dpkg-deb --fsys-tarfile "$1" | tar -xOf - "./usr/lib/systemd/system/$2") && grep -Eq "$3" <<<"$unit"
+}
 agent_deb=$(ls "$DIST"/tether-agent_*_amd64.deb)
 relay_deb=$(ls "$DIST"/tether-relay_*_amd64.deb)
 for want in '^Restart=always$' '^RestartPreventExitStatus=.*\b3\b' '^ExecCondition=.*SUPPORT_URL' \

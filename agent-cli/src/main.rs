@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use agent_core::agent::{self, AgentConfig, AgentError, ProxySettings, RunOutcome, Secret};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 mod diagnostics;
 mod platform;
@@ -197,7 +199,8 @@ fn build_config(
         .to_config()
         .map_err(|(flag, e)| flag_error(flag, e))?;
     config.terminal = agent::terminal::TerminalSettings {
-        enabled: !cli.no_terminal,
+        // a build without the `pty` feature refuses terminals (and tells the relay so)
+        enabled: cfg!(feature = "pty") && !cli.no_terminal,
         user: cli.terminal_user.clone().filter(|u| !u.is_empty()),
     };
     config
@@ -269,12 +272,22 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The log filter of `RUST_LOG`: a level (`debug`), `target=level` pairs, or both
+/// (`info,agent_core::agent=debug`). Unset, empty or unreadable is `info`. `Targets` reads the
+/// same directives as `EnvFilter` without its span and field filters, which would need a
+/// regex engine in every appliance build.
+fn log_filter(rust_log: Option<&str>) -> Targets {
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let rust_log = std::env::var("RUST_LOG").ok();
+    tracing_subscriber::registry()
+        .with(log_filter(rust_log.as_deref()))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
 }
 

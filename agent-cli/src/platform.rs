@@ -6,13 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[cfg(any(feature = "ns8", test))]
+use agent_core::agent::discovery::NS8_NODE_ENV;
+#[cfg(feature = "ns8")]
 use agent_core::agent::discovery::ns8::{Ns8, Ns8Config};
 use agent_core::agent::discovery::openwrt::{NethSecurity, OpenWrt};
 use agent_core::agent::discovery::{
-    self, Discover, Discovery, NS8_NODE_ENV, Paths, Platform, Services, StaticFile,
+    self, Discover, Discovery, Paths, Platform, Services, StaticFile,
 };
 use agent_core::agent::parse_go_duration;
-use agent_core::agent::users::{self, Ns8Role, SupportUsers, UsersConfig};
+#[cfg(feature = "ns8")]
+use agent_core::agent::users::Ns8Role;
+use agent_core::agent::users::{self, SupportUsers, UsersConfig};
 use agent_core::exclude::ExcludeSet;
 use agent_core::services::parse_static_services;
 use clap::{Parser, Subcommand};
@@ -44,13 +49,14 @@ pub struct DiscoveryFlags {
     )]
     pub platform: String,
     /// Redis of the NethServer 8 node (host:port); NethServer 8 also needs its node
-    /// environment file, so a Redis alone does not make a machine NethServer 8
+    /// environment file, so a Redis alone does not make a machine NethServer 8 (accepted and
+    /// unused by builds without NethServer 8 support)
     #[arg(
         short = 'r',
         long,
         env = "REDIS_ADDR",
         value_name = "ADDR",
-        default_value = agent_core::agent::discovery::ns8::DEFAULT_REDIS_ADDR
+        default_value = agent_core::discovery::ns8::DEFAULT_REDIS_ADDR
     )]
     pub redis_addr: String,
     /// How often services are discovered again; a changed list is re-published (Go duration)
@@ -109,6 +115,7 @@ impl UsersFlags {
             return None;
         }
         let platform = match (plan.platform, &plan.ns8) {
+            #[cfg(feature = "ns8")]
             (Platform::Ns8, Some(ns8)) => match ns8.is_leader().await {
                 Ok(true) => users::Platform::Ns8(Ns8Role::Leader),
                 Ok(false) => users::Platform::Ns8(Ns8Role::Worker),
@@ -139,8 +146,18 @@ pub struct Plan {
     /// The local NethServer 8 node, when this is one (the default `--node-id`).
     pub ns8_node: Option<String>,
     /// The NethServer 8 adapter (also tells whether this node leads the cluster).
+    #[cfg(feature = "ns8")]
     pub ns8: Option<std::sync::Arc<Ns8>>,
+    /// Without NethServer 8 support there is never an adapter.
+    #[cfg(not(feature = "ns8"))]
+    pub ns8: Option<std::convert::Infallible>,
 }
+
+/// What `--platform ns8` says to a build without NethServer 8 support.
+#[cfg(not(feature = "ns8"))]
+pub const NO_NS8: &str = "ns8 is not available: this tether-agent was built without \
+                          NethServer 8 support (cargo feature `ns8`, left out of the MIPS \
+                          builds for OpenWrt)";
 
 impl DiscoveryFlags {
     /// Static services of `--static-services` (checked now, so a typo stops the agent).
@@ -162,6 +179,7 @@ impl DiscoveryFlags {
         Ok(d)
     }
 
+    #[cfg(feature = "ns8")]
     fn ns8_adapter(&self, paths: &Paths) -> Ns8 {
         Ns8::new(Ns8Config {
             redis_addr: self.redis_addr.clone(),
@@ -180,30 +198,43 @@ impl DiscoveryFlags {
         let paths = Paths {
             root: self.platform_root.clone(),
         };
+        #[cfg(feature = "ns8")]
         let ns8 = std::sync::Arc::new(self.ns8_adapter(&paths));
         let platform = match self.platform.as_str() {
+            #[cfg(feature = "ns8")]
             "ns8" => Platform::Ns8,
+            #[cfg(not(feature = "ns8"))]
+            "ns8" => return Err(("--platform", NO_NS8.to_owned())),
             "nethsecurity" => Platform::NethSecurity,
             "openwrt" => Platform::OpenWrt,
             "none" => Platform::None,
+            #[cfg(feature = "ns8")]
             _ => {
                 let probe = ns8.clone();
                 discovery::detect(&paths, Some(|| async move { probe.ping().await })).await
             }
+            // no Redis client: NethServer 8 is never detected
+            #[cfg(not(feature = "ns8"))]
+            _ => discovery::detect(&paths, None::<fn() -> std::future::Ready<bool>>).await,
         };
         tracing::info!(platform = platform.as_str(), "platform");
         let mut adapters: Vec<Box<dyn Discover>> = vec![];
         if let Some(file) = &self.services_file {
             adapters.push(Box::new(StaticFile::new(file.clone())));
         }
-        let mut ns8_node = None;
-        let mut ns8_adapter = None;
-        match platform {
+        #[cfg(feature = "ns8")]
+        let (ns8_node, ns8_adapter) = match platform {
             Platform::Ns8 => {
-                ns8_node = read_node_id(&paths.file(NS8_NODE_ENV));
                 adapters.push(Box::new(ns8.clone()));
-                ns8_adapter = Some(ns8);
+                (read_node_id(&paths.file(NS8_NODE_ENV)), Some(ns8))
             }
+            _ => (None, None),
+        };
+        // detect() without a Redis probe never answers Ns8, and the flag was refused above
+        #[cfg(not(feature = "ns8"))]
+        let (ns8_node, ns8_adapter) = (None, None);
+        match platform {
+            Platform::Ns8 => {} // its adapter is in already
             Platform::NethSecurity => adapters.push(Box::new(NethSecurity {
                 paths: paths.clone(),
                 hostname: None,
@@ -225,6 +256,7 @@ impl DiscoveryFlags {
 }
 
 /// `NODE_ID=` of a NethServer 8 node environment file.
+#[cfg(feature = "ns8")]
 fn read_node_id(path: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     agent_core::discovery::ns8::node_id_from_environment(&text).map(str::to_owned)
@@ -350,6 +382,56 @@ fn table(platform: Platform, rounds: &[discovery::AdapterRound], services: &Serv
 mod tests {
     use super::*;
 
+    /// The discovery flags of `tether-agent discover ARGS`.
+    #[cfg(not(feature = "ns8"))]
+    fn discover_flags(args: &[&str]) -> DiscoveryFlags {
+        let args = ["tether-agent", "discover"].iter().chain(args);
+        let Tool {
+            command: ToolCommand::Discover { flags, .. },
+        } = Tool::try_parse_from(args).unwrap();
+        flags
+    }
+
+    #[cfg(not(feature = "ns8"))]
+    fn plan(flags: &DiscoveryFlags) -> Result<Plan, FlagProblem> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(flags.plan())
+    }
+
+    #[cfg(not(feature = "ns8"))]
+    #[test]
+    fn platform_ns8_is_refused_by_a_build_without_it() {
+        let Err((flag, message)) = plan(&discover_flags(&["--platform", "ns8"])) else {
+            panic!("--platform ns8 was planned without the ns8 feature");
+        };
+        assert_eq!(flag, "--platform");
+        assert!(
+            message.contains("without NethServer 8 support"),
+            "{message}"
+        );
+    }
+
+    #[cfg(not(feature = "ns8"))]
+    #[test]
+    fn a_nethserver_8_node_is_not_detected_by_a_build_without_it() {
+        // what makes a NethServer 8 node: its environment file (and a Redis answering, which
+        // a build without the Redis client cannot ask)
+        let root = tempfile::tempdir().unwrap();
+        let env = root.path().join(NS8_NODE_ENV.trim_start_matches('/'));
+        std::fs::create_dir_all(env.parent().unwrap()).unwrap();
+        std::fs::write(&env, "NODE_ID=1\n").unwrap();
+        let root = root.path().to_str().unwrap();
+        let Ok(plan) = plan(&discover_flags(&["--platform-root", root])) else {
+            panic!("auto-detection failed");
+        };
+        assert_eq!(plan.platform, Platform::None);
+        assert!(plan.ns8_node.is_none() && plan.ns8.is_none());
+    }
+
+    #[cfg(feature = "ns8")]
     #[test]
     fn node_id_is_read_with_or_without_quotes() {
         let dir = tempfile::tempdir().unwrap();

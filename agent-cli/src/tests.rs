@@ -254,6 +254,7 @@ fn env_child() {
     assert_eq!(cli.key, "FLAG-KEY");
 }
 
+#[cfg(feature = "pty")]
 #[test]
 fn terminal_flags_switch_it_off_or_name_its_user() {
     let on = config_of(&[]);
@@ -264,6 +265,13 @@ fn terminal_flags_switch_it_off_or_name_its_user() {
     let e = config(&["--terminal-user", "no-such-user-here"]).unwrap_err();
     assert_eq!(e.flag, "--terminal-user");
     assert!(e.message.contains("unknown user"), "{e}");
+}
+
+#[cfg(not(feature = "pty"))]
+#[test]
+fn a_build_without_pty_refuses_terminals_and_still_starts() {
+    let c = config_of(&["--terminal-user", "no-such-user-here"]);
+    assert!(!c.terminal.enabled);
 }
 
 #[test]
@@ -298,4 +306,34 @@ fn diagnostics_flags_become_the_runtime_settings() {
     assert_eq!(e.flag, "--diagnostics-plugin-timeout");
     let e = config(&["--diagnostics-thresholds", "ram=99:1"]).unwrap_err();
     assert_eq!(e.flag, "--diagnostics-thresholds");
+}
+
+#[test]
+fn rust_log_sets_the_default_level_and_per_target_levels() {
+    use tracing::Level;
+    let unset = log_filter(None);
+    assert!(unset.would_enable("agent_core::agent", &Level::INFO));
+    assert!(!unset.would_enable("agent_core::agent", &Level::DEBUG));
+    assert!(log_filter(Some("debug")).would_enable("rustls::client", &Level::DEBUG));
+    let mixed = log_filter(Some("warn,agent_core::agent=trace"));
+    assert!(mixed.would_enable("agent_core::agent::dial", &Level::TRACE));
+    assert!(!mixed.would_enable("agent_core::transport", &Level::INFO));
+    assert!(mixed.would_enable("yamux", &Level::WARN));
+    assert!(!log_filter(Some("off")).would_enable("tether_agent", &Level::ERROR));
+}
+
+#[test]
+fn empty_or_unreadable_rust_log_means_info() {
+    use tracing::Level;
+    for value in ["", " ", "agent_core=loud"] {
+        let filter = log_filter(Some(value));
+        assert!(
+            filter.would_enable("tether_agent", &Level::INFO),
+            "{value:?}"
+        );
+        assert!(
+            !filter.would_enable("tether_agent", &Level::DEBUG),
+            "{value:?}"
+        );
+    }
 }

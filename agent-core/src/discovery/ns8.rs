@@ -17,6 +17,9 @@ use crate::document::ServiceInfo;
 use crate::plugin_output::clip;
 use crate::policy::{self, PolicyError};
 
+/// The reference's Redis address (`--redis-addr`); here so that builds without the `ns8`
+/// runtime adapter still document and accept the flag.
+pub const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
 /// Most bytes of `list-routes` output accepted.
 pub const MAX_ROUTES_BYTES: usize = 4 * 1024 * 1024;
 /// Most routes one Traefik instance may list.

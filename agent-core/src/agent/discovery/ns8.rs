@@ -28,8 +28,7 @@ use crate::discovery::ns8::{
 };
 use crate::plugin_output::clip;
 
-/// The reference's Redis address.
-pub const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
+pub use crate::discovery::ns8::DEFAULT_REDIS_ADDR;
 /// Redis's port when an address has none.
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 /// How long `api-cli` may run by default.
