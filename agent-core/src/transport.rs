@@ -24,9 +24,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{AsyncRead, AsyncWrite, Sink, Stream};
+use futures::channel::mpsc;
+use futures::{AsyncRead, AsyncWrite, Sink, Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -508,6 +509,8 @@ pub enum MuxError {
 /// A cloneable handle on a running tunnel connection.
 #[derive(Clone)]
 pub struct MuxHandle {
+    // futures' channels rather than tokio's: tokio allocates a block of 32 slots up front, a
+    // few KiB per idle tunnel on the relay for this channel and the incoming one.
     cmd: mpsc::UnboundedSender<Cmd>,
     ended: watch::Receiver<Option<MuxEnd>>,
 }
@@ -516,7 +519,9 @@ impl MuxHandle {
     /// Open a stream towards the peer.
     pub async fn open(&self) -> Result<MuxStream, MuxError> {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Open(tx)).map_err(|_| MuxError::Closed)?;
+        self.cmd
+            .unbounded_send(Cmd::Open(tx))
+            .map_err(|_| MuxError::Closed)?;
         rx.await.map_err(|_| MuxError::Closed)?
     }
 
@@ -524,7 +529,7 @@ impl MuxHandle {
     pub fn close(&self, code: Option<(u16, &str)>) {
         let _ = self
             .cmd
-            .send(Cmd::Close(code.map(|(c, r)| (c, r.to_owned()))));
+            .unbounded_send(Cmd::Close(code.map(|(c, r)| (c, r.to_owned()))));
     }
 
     /// Whether the connection has ended.
@@ -550,7 +555,19 @@ impl MuxHandle {
 }
 
 /// Streams the peer opened, already ACKed.
-pub type Incoming = mpsc::UnboundedReceiver<MuxStream>;
+pub struct Incoming(mpsc::UnboundedReceiver<MuxStream>);
+
+impl Incoming {
+    /// The next stream the peer opened; `None` once the connection has ended. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<MuxStream> {
+        self.0.next().await
+    }
+
+    /// A stream the peer opened that is waiting now, if any.
+    pub fn try_recv(&mut self) -> Result<MuxStream, mpsc::TryRecvError> {
+        self.0.try_recv()
+    }
+}
 
 /// Start the yamux connection over a WebSocket on its own task.
 ///
@@ -567,8 +584,8 @@ where
     let io = WsIo::new(ws, keepalive, passes.clone());
     let close = io.close.clone();
     let conn = yamux::Connection::new(io, yamux_config(mode), mode);
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded();
+    let (in_tx, in_rx) = mpsc::unbounded();
     let (end_tx, end_rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut end = drive(conn, cmd_rx, in_tx, close.clone(), passes).await;
@@ -583,7 +600,7 @@ where
             cmd: cmd_tx,
             ended: end_rx,
         },
-        in_rx,
+        Incoming(in_rx),
     )
 }
 
@@ -603,7 +620,7 @@ where
     let result: Result<(), String> = poll_fn(|cx| {
         passes.next();
         while cmds_open && !closing {
-            match cmd_rx.poll_recv(cx) {
+            match cmd_rx.poll_next_unpin(cx) {
                 Poll::Ready(Some(Cmd::Open(tx))) => pending_opens.push_back(tx),
                 Poll::Ready(Some(Cmd::Close(code))) => {
                     lock(&close).send = code;
@@ -646,7 +663,7 @@ where
                     tokio::spawn(async move {
                         let mut stream = stream.compat();
                         if stream.write(&[]).await.is_ok() {
-                            let _ = in_tx.send(stream);
+                            let _ = in_tx.unbounded_send(stream);
                         }
                     });
                 }
