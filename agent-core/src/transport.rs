@@ -18,14 +18,16 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{AsyncRead, AsyncWrite, Sink, Stream};
+use futures::channel::mpsc;
+use futures::{AsyncRead, AsyncWrite, Sink, Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -241,12 +243,16 @@ struct CloseState {
 }
 
 /// A WebSocket seen as one byte stream: every message (binary or text) is a chunk of the
-/// stream, message boundaries mean nothing. Writes are coalesced until flush, so a yamux
-/// header and its body usually travel in one message.
+/// stream, message boundaries mean nothing. Writes are coalesced until flush, and a flush is
+/// put off to the driver's next pass (see [`Passes`]), so the frames that many streams queue
+/// at once travel in one message and one system call instead of one each.
 pub struct WsIo<S> {
     ws: WebSocketStream<S>,
     read_buf: Bytes,
     write_buf: Vec<u8>,
+    passes: Passes,
+    /// The driver pass in which a flush of `write_buf` was put off.
+    flush_put_off: Option<u64>,
     close: Arc<Mutex<CloseState>>,
     keepalive: Option<(Interval, Duration)>,
     last_rx: Instant,
@@ -259,7 +265,7 @@ impl<S> WsIo<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn new(ws: WebSocketStream<S>, keepalive: Option<Keepalive>) -> Self {
+    fn new(ws: WebSocketStream<S>, keepalive: Option<Keepalive>, passes: Passes) -> Self {
         let keepalive = keepalive.map(|k| {
             let mut iv = tokio::time::interval_at(Instant::now() + k.interval, k.interval);
             iv.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -269,6 +275,8 @@ where
             ws,
             read_buf: Bytes::new(),
             write_buf: Vec::new(),
+            passes,
+            flush_put_off: None,
             close: Arc::default(),
             keepalive,
             last_rx: Instant::now(),
@@ -425,6 +433,22 @@ where
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         ready!(this.poll_send_close(cx))?;
+        if !this.write_buf.is_empty() && !this.close_sent {
+            // yamux flushes after every frame. The first flush of a pass is put off (with a
+            // wake-up, so the driver passes again once the tasks woken meanwhile have queued
+            // their frames); the next pass sends everything written until then.
+            let pass = this.passes.current();
+            match this.flush_put_off {
+                Some(p) if p != pass => this.flush_put_off = None,
+                Some(_) => return Poll::Pending,
+                None => {
+                    this.flush_put_off = Some(pass);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.flush_put_off = None;
         ready!(this.poll_send_buffered(cx))?;
         match ready!(Pin::new(&mut this.ws).poll_flush(cx)) {
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)
@@ -450,6 +474,21 @@ where
     }
 }
 
+/// Counts the passes of a tunnel's driver task over its connection, for [`WsIo`] to tell
+/// whether a flush is asked for in the same pass as the one it put off.
+#[derive(Clone, Default)]
+struct Passes(Arc<AtomicU64>);
+
+impl Passes {
+    fn current(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn next(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 enum Cmd {
     Open(oneshot::Sender<Result<MuxStream, MuxError>>),
     Close(Option<(u16, String)>),
@@ -470,6 +509,8 @@ pub enum MuxError {
 /// A cloneable handle on a running tunnel connection.
 #[derive(Clone)]
 pub struct MuxHandle {
+    // futures' channels rather than tokio's: tokio allocates a block of 32 slots up front, a
+    // few KiB per idle tunnel on the relay for this channel and the incoming one.
     cmd: mpsc::UnboundedSender<Cmd>,
     ended: watch::Receiver<Option<MuxEnd>>,
 }
@@ -478,7 +519,9 @@ impl MuxHandle {
     /// Open a stream towards the peer.
     pub async fn open(&self) -> Result<MuxStream, MuxError> {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Open(tx)).map_err(|_| MuxError::Closed)?;
+        self.cmd
+            .unbounded_send(Cmd::Open(tx))
+            .map_err(|_| MuxError::Closed)?;
         rx.await.map_err(|_| MuxError::Closed)?
     }
 
@@ -486,7 +529,7 @@ impl MuxHandle {
     pub fn close(&self, code: Option<(u16, &str)>) {
         let _ = self
             .cmd
-            .send(Cmd::Close(code.map(|(c, r)| (c, r.to_owned()))));
+            .unbounded_send(Cmd::Close(code.map(|(c, r)| (c, r.to_owned()))));
     }
 
     /// Whether the connection has ended.
@@ -512,7 +555,19 @@ impl MuxHandle {
 }
 
 /// Streams the peer opened, already ACKed.
-pub type Incoming = mpsc::UnboundedReceiver<MuxStream>;
+pub struct Incoming(mpsc::UnboundedReceiver<MuxStream>);
+
+impl Incoming {
+    /// The next stream the peer opened; `None` once the connection has ended. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<MuxStream> {
+        self.0.next().await
+    }
+
+    /// A stream the peer opened that is waiting now, if any.
+    pub fn try_recv(&mut self) -> Result<MuxStream, mpsc::TryRecvError> {
+        self.0.try_recv()
+    }
+}
 
 /// Start the yamux connection over a WebSocket on its own task.
 ///
@@ -525,14 +580,15 @@ pub fn spawn_mux<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = WsIo::new(ws, keepalive);
+    let passes = Passes::default();
+    let io = WsIo::new(ws, keepalive, passes.clone());
     let close = io.close.clone();
     let conn = yamux::Connection::new(io, yamux_config(mode), mode);
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded();
+    let (in_tx, in_rx) = mpsc::unbounded();
     let (end_tx, end_rx) = watch::channel(None);
     tokio::spawn(async move {
-        let mut end = drive(conn, cmd_rx, in_tx, close.clone()).await;
+        let mut end = drive(conn, cmd_rx, in_tx, close.clone(), passes).await;
         if let Some((code, reason)) = lock(&close).received.take() {
             end.close_code = Some(code);
             end.close_reason = reason;
@@ -544,7 +600,7 @@ where
             cmd: cmd_tx,
             ended: end_rx,
         },
-        in_rx,
+        Incoming(in_rx),
     )
 }
 
@@ -553,6 +609,7 @@ async fn drive<T>(
     mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     in_tx: mpsc::UnboundedSender<MuxStream>,
     close: Arc<Mutex<CloseState>>,
+    passes: Passes,
 ) -> MuxEnd
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -561,8 +618,9 @@ where
     let mut closing = false;
     let mut cmds_open = true;
     let result: Result<(), String> = poll_fn(|cx| {
+        passes.next();
         while cmds_open && !closing {
-            match cmd_rx.poll_recv(cx) {
+            match cmd_rx.poll_next_unpin(cx) {
                 Poll::Ready(Some(Cmd::Open(tx))) => pending_opens.push_back(tx),
                 Poll::Ready(Some(Cmd::Close(code))) => {
                     lock(&close).send = code;
@@ -605,7 +663,7 @@ where
                     tokio::spawn(async move {
                         let mut stream = stream.compat();
                         if stream.write(&[]).await.is_ok() {
-                            let _ = in_tx.send(stream);
+                            let _ = in_tx.unbounded_send(stream);
                         }
                     });
                 }

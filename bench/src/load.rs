@@ -110,6 +110,47 @@ pub async fn get_json(ep: &Endpoint, path: &str) -> anyhow::Result<serde_json::V
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// Flags of `load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Where to send the requests (`host:port`).
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// The request path, e.g. `/api/v1/sessions/ID/proxy/web/small`.
+    #[arg(long)]
+    pub path: String,
+    /// A bearer token for the relay's API.
+    #[arg(long)]
+    pub bearer: Option<String>,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to send requests.
+    #[arg(long, default_value_t = 10.0)]
+    pub secs: f64,
+}
+
+/// `load`: one latency run, printed.
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let ep = Endpoint {
+        addr: args.addr,
+        prefix: String::new(),
+        bearer: args.bearer,
+    };
+    let l = latency(
+        &ep,
+        &args.path,
+        args.concurrency,
+        Duration::from_secs_f64(args.secs),
+    )
+    .await?;
+    println!(
+        "{:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+        l.rps, l.p50_us, l.p99_us, l.errors
+    );
+    Ok(())
+}
+
 /// What a latency run measured.
 #[derive(Debug, Clone)]
 pub struct Latency {

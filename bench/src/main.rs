@@ -37,6 +37,9 @@ enum Command {
     Target,
     /// Open many idle tunnels (WebSocket, Basic auth, yamux, manifest) and hold them.
     LoadAgents(fleet::FleetArgs),
+    /// Send GET requests back to back on keep-alive connections and print the figures: a
+    /// steady load to profile the relay and agent under (`perf record -p ...`).
+    Load(load::LoadArgs),
 }
 
 /// Where the harness finds the programs it starts.
@@ -69,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => rt.block_on(scenarios::run(args)),
         Command::Target => rt.block_on(target::serve_forever()),
         Command::LoadAgents(args) => rt.block_on(fleet::run(args)),
+        Command::Load(args) => rt.block_on(load::run(args)),
     }
 }

@@ -263,7 +263,11 @@ impl RequestId {
         });
         match sane {
             Some(s) => RequestId(Arc::from(s)),
-            None => RequestId(Arc::from(uuid::Uuid::new_v4().simple().to_string())),
+            // From the thread's RNG: `Uuid::new_v4` asks the kernel (a system call) each time.
+            None => {
+                let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+                RequestId(Arc::from(uuid.simple().to_string()))
+            }
         }
     }
 }

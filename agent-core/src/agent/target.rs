@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::document::ServiceInfo;
@@ -203,11 +203,7 @@ where
             io::Result::Ok(n + early.len() as u64)
         };
         let down = async {
-            // Frame-sized reads: tokio's copy reads 8 KiB at a time, which makes a yamux frame,
-            // a WebSocket message and a system call on each peer per 8 KiB.
-            let mut target_rx =
-                tokio::io::BufReader::with_capacity(crate::transport::MAX_FRAME_BODY, target_rx);
-            let n = tokio::io::copy_buf(&mut target_rx, &mut relay_tx).await?;
+            let n = copy_growing(target_rx, &mut relay_tx).await?;
             relay_tx.shutdown().await?;
             io::Result::Ok(n)
         };
@@ -220,4 +216,32 @@ where
     }
     drop(relay_rx);
     result
+}
+
+/// First read size of [`copy_growing`]: most answers through the proxy are small.
+const FIRST_READ: usize = 4 * 1024;
+
+/// Copies `from` into `to` until EOF, reading [`FIRST_READ`] bytes at first and frame-sized
+/// chunks ([`MAX_FRAME_BODY`](crate::transport::MAX_FRAME_BODY)) once a read fills the buffer.
+/// Frame-sized reads make one yamux frame, one WebSocket message and one system call on each
+/// peer per 64 KiB during a download (tokio's copy would make them per 8 KiB); starting small
+/// spares each small exchange a zeroed 64 KiB buffer.
+async fn copy_growing<R, W>(mut from: R, to: &mut W) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; FIRST_READ];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+        if n == buf.len() && buf.len() < crate::transport::MAX_FRAME_BODY {
+            buf = vec![0u8; crate::transport::MAX_FRAME_BODY];
+        }
+    }
 }

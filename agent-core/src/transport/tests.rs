@@ -123,3 +123,65 @@ async fn read_ahead_delivers_every_byte_and_holds_no_buffer_when_dry() {
     drop(writer);
     assert_eq!(reader.read(&mut chunk).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn frames_queued_together_share_one_websocket_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
+            .await
+            .unwrap()
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/api/tunnel"),
+        tcp,
+        Some(ws_config()),
+    )
+    .await
+    .unwrap();
+    let (client, _incoming) = spawn_mux(ws, Mode::Client, None);
+    let mut raw = server.await.unwrap();
+
+    // One data frame per stream, all queued before the driver runs again.
+    const STREAMS: usize = 32;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(client.open().await.unwrap());
+    }
+    for s in &mut streams {
+        s.write_all(b"x").await.unwrap();
+    }
+
+    let (mut buf, mut data_frames, mut messages) = (Vec::new(), 0, 0);
+    while data_frames < STREAMS {
+        match raw.next().await.unwrap().unwrap() {
+            Message::Binary(b) => {
+                messages += 1;
+                buf.extend_from_slice(&b);
+            }
+            other => std::panic!("unexpected message {other:?}"),
+        }
+        // yamux header: version, type, flags (2), stream id (4), length (4); data frames
+        // (type 0) carry `length` bytes of body.
+        while buf.len() >= 12 {
+            let body = match buf[1] {
+                0 => u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize,
+                _ => 0,
+            };
+            if buf.len() < 12 + body {
+                break;
+            }
+            if buf[1] == 0 {
+                data_frames += 1;
+            }
+            buf.drain(..12 + body);
+        }
+    }
+    assert!(
+        messages <= 2,
+        "{STREAMS} frames queued together took {messages} WebSocket messages"
+    );
+}
