@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -252,7 +252,7 @@ pub struct WsIo<S> {
     write_buf: Vec<u8>,
     passes: Passes,
     /// The driver pass in which a flush of `write_buf` was put off.
-    flush_put_off: Option<u64>,
+    flush_put_off: Option<u32>,
     close: Arc<Mutex<CloseState>>,
     keepalive: Option<(Interval, Duration)>,
     last_rx: Instant,
@@ -475,12 +475,13 @@ where
 }
 
 /// Counts the passes of a tunnel's driver task over its connection, for [`WsIo`] to tell
-/// whether a flush is asked for in the same pass as the one it put off.
+/// whether a flush is asked for in the same pass as the one it put off. 32 bits (MIPS32 has no
+/// 64-bit atomics); only equality of neighbouring passes matters, so wrapping is harmless.
 #[derive(Clone, Default)]
-struct Passes(Arc<AtomicU64>);
+struct Passes(Arc<AtomicU32>);
 
 impl Passes {
-    fn current(&self) -> u64 {
+    fn current(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 
