@@ -5,15 +5,15 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn pair() -> ((MuxHandle, Incoming), (MuxHandle, Incoming)) {
+/// A WebSocket connection over loopback: (client side, server side), both with [`ws_config`].
+async fn ws_pair() -> (WebSocketStream<TcpStream>, WebSocketStream<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
+        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
             .await
-            .unwrap();
-        spawn_mux(ws, Mode::Server, Some(Keepalive::default()))
+            .unwrap()
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (ws, _) = tokio_tungstenite::client_async_with_config(
@@ -23,8 +23,15 @@ async fn pair() -> ((MuxHandle, Incoming), (MuxHandle, Incoming)) {
     )
     .await
     .unwrap();
-    let client = spawn_mux(ws, Mode::Client, None);
-    (client, server.await.unwrap())
+    (ws, server.await.unwrap())
+}
+
+async fn pair() -> ((MuxHandle, Incoming), (MuxHandle, Incoming)) {
+    let (client, server) = ws_pair().await;
+    (
+        spawn_mux(client, Mode::Client, None),
+        spawn_mux(server, Mode::Server, Some(Keepalive::default())),
+    )
 }
 
 #[tokio::test]
@@ -126,24 +133,8 @@ async fn read_ahead_delivers_every_byte_and_holds_no_buffer_when_dry() {
 
 #[tokio::test]
 async fn frames_queued_together_share_one_websocket_message() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config()))
-            .await
-            .unwrap()
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{addr}/api/tunnel"),
-        tcp,
-        Some(ws_config()),
-    )
-    .await
-    .unwrap();
+    let (ws, mut raw) = ws_pair().await;
     let (client, _incoming) = spawn_mux(ws, Mode::Client, None);
-    let mut raw = server.await.unwrap();
 
     // One data frame per stream, all queued before the driver runs again.
     const STREAMS: usize = 32;
