@@ -50,6 +50,10 @@ pub struct ServeConfig {
     /// Most concurrent proxy and terminal streams per tunnel.
     #[arg(long, env = "TETHER_MAX_STREAMS_PER_TUNNEL", default_value_t = 64)]
     pub max_streams_per_tunnel: usize,
+    /// Idle proxy connections kept open per tunnel for the next request to the same service
+    /// (each keeps its stream's slot and closes after 4 s unused); 0 opens a stream per request.
+    #[arg(long, env = "TETHER_PROXY_KEEPALIVE", default_value_t = 8)]
+    pub proxy_keepalive: usize,
     /// Most connected tunnels (new systems are refused beyond it; replacements are not).
     #[arg(long, env = "TETHER_MAX_TUNNELS", default_value_t = 10_000)]
     pub max_tunnels: usize,
@@ -142,6 +146,12 @@ impl ServeConfig {
         {
             return Err(format!(
                 "--max-streams-per-tunnel must be between 1 and {MAX_STREAMS_PER_TUNNEL}"
+            ));
+        }
+        if self.proxy_keepalive > self.max_streams_per_tunnel {
+            return Err(format!(
+                "--proxy-keepalive ({}) must not exceed --max-streams-per-tunnel ({})",
+                self.proxy_keepalive, self.max_streams_per_tunnel
             ));
         }
         if self.session_lifetime < Duration::from_secs(1) {

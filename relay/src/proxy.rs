@@ -8,10 +8,13 @@
 //! connections are joined byte for byte. Paths and headers are rewritten by [`Route`].
 
 pub mod body;
+pub mod pool;
 mod rewrite;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use agent_core::document::ServiceInfo;
@@ -22,10 +25,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, Version, header};
 use axum::response::Response;
 use http_body_util::BodyExt as _;
+use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+use self::pool::Slot;
 pub use self::rewrite::{Route, merge_frame_ancestors, split_proxy_path};
 use crate::AppState;
 use crate::api::{self, ApiPath};
@@ -33,7 +38,7 @@ use crate::auth::{ClientAddr, CurrentOperator};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Role, SessionBrief};
-use crate::tunnel::{StreamPermit, Tunnel, TunnelError};
+use crate::tunnel::{ConnectStream, Outcome, StreamPermit, Tunnel, TunnelError};
 
 /// How long the upstream may take to send its response headers.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -185,7 +190,7 @@ pub async fn forward(
         tunnel,
         id,
         service,
-        ..
+        info,
     } = target;
     if req.method() == Method::CONNECT {
         return Err(AppError::new(
@@ -229,31 +234,12 @@ pub async fn forward(
     }
     state.metrics.proxy_requests.inc();
 
-    let permit = tunnel.acquire_stream()?;
-    let (stream, outcome) = tunnel
-        .connect(&service)
-        .await
-        .map_err(|e| AppError::connect_failed(&service, e))?;
-    // With a v2 agent the request goes out before its reply: a refusal shows up as a failed
-    // exchange, and the outcome says what the agent said.
-    let failed = |what: &str, e: &hyper::Error| match outcome.take() {
-        Some(refused) => AppError::connect_failed(&service, refused),
-        None => upstream_failed(&service, what, e),
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed("cannot start HTTP", &e))?;
-    tokio::spawn(async move {
-        // Ends when the exchange is over (the stream is then shut down) or hands the stream
-        // to the upgrade.
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "proxy connection ended with an error");
-        }
-    });
-
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
+    // A request without a body can be sent again on a new connection when a kept-alive one
+    // turns out to have been closed by the service just as it was reused.
+    let mut again = (!upgrade && http_body::Body::is_end_stream(&body))
+        .then(|| (parts.method.clone(), uri.clone(), headers.clone()));
     let metrics = state.metrics.clone();
     let body = body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
@@ -261,17 +247,44 @@ pub async fn forward(
         }
         frame
     });
-    let mut upstream_req = hyper::Request::new(Body::new(body));
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.version_mut() = Version::HTTP_11;
-    *upstream_req.headers_mut() = headers;
-
-    let mut resp =
-        match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(upstream_req)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(failed("gave no answer", &e)),
+    let mut next = Some(upstream_request(
+        parts.method,
+        uri,
+        headers,
+        Body::new(body),
+    ));
+    let pool_target = info.target.clone();
+    // Upgraded connections end with their upgrade: they never come from or go to the pool.
+    let mut reused = if upgrade {
+        None
+    } else {
+        pooled(&tunnel, &service, &pool_target).await
+    };
+    let (conn, mut resp) = loop {
+        let mut conn = match reused.take() {
+            Some(conn) => conn,
+            None => open(&tunnel, &service).await?,
+        };
+        let Some(req) = next.take() else {
+            return Err(AppError::internal("proxy exchange without a request"));
+        };
+        match tokio::time::timeout(RESPONSE_TIMEOUT, conn.sender.send_request(req)).await {
+            Ok(Ok(resp)) => break (conn, resp),
+            Ok(Err(e)) => {
+                // A failed exchange leaves its connection unusable: its slot is free now.
+                conn.slot.close();
+                if conn.reused
+                    && (e.is_canceled() || e.is_incomplete_message())
+                    && let Some((method, uri, headers)) = again.take()
+                {
+                    tracing::debug!(service = %service, error = %e, "kept-alive connection was closed by the service; sending again on a new one");
+                    next = Some(upstream_request(method, uri, headers, Body::empty()));
+                    continue;
+                }
+                return Err(conn.failed(&service, "gave no answer", &e));
+            }
             Err(_) => {
+                conn.slot.close();
                 return Err(AppError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
@@ -281,7 +294,8 @@ pub async fn forward(
                     ),
                 ));
             }
-        };
+        }
+    };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -297,6 +311,8 @@ pub async fn forward(
             route.response_headers(resp.headers(), true)
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        // The stream's slot travels with the upgraded connection.
+        let permit = conn.slot.take_permit();
         tokio::spawn(splice(
             client_upgrade,
             upstream_upgrade,
@@ -316,15 +332,18 @@ pub async fn forward(
     };
     let metrics = state.metrics.clone();
     let body = body.map_frame(move |frame| {
-        // The permit lives as long as the body: the slot is free once the body is delivered
-        // or dropped by a client that went away.
-        let _slot: &StreamPermit = &permit;
         if let Some(data) = frame.data_ref() {
             metrics.bytes_from_agent.inc_by(data.len() as u64);
         }
         frame
     });
-    let mut body = Body::new(body);
+    // Once the body has been delivered to its end, the connection goes back to the pool; a
+    // client that went away mid-body drops it, and the connection closes.
+    let mut body = Body::new(Returning {
+        inner: body,
+        done: false,
+        conn: Some((tunnel.clone(), service.clone(), pool_target, conn)),
+    });
     let rewritable = !head
         && parts.status != StatusCode::PARTIAL_CONTENT
         && parts.status != StatusCode::NOT_MODIFIED
@@ -353,7 +372,7 @@ pub async fn forward(
 async fn splice(
     client: OnUpgrade,
     upstream: OnUpgrade,
-    permit: StreamPermit,
+    permit: Option<StreamPermit>,
     metrics: Arc<Metrics>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -373,6 +392,159 @@ async fn splice(
         Err(e) => tracing::debug!(error = %e, "proxied upgraded connection ended with an error"),
     }
     drop(permit);
+}
+
+/// A request for the service, as hyper's client connection sends it.
+fn upstream_request(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> hyper::Request<Body> {
+    let mut req = hyper::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
+}
+
+/// An HTTP/1.1 client connection to a service over one `CONNECT` stream.
+struct Conn {
+    sender: SendRequest<Body>,
+    slot: Arc<Slot>,
+    /// Why a new stream's `CONNECT` was refused (v2 agents answer after the request went out).
+    outcome: Option<Outcome>,
+    /// Taken from the pool rather than opened for this request.
+    reused: bool,
+}
+
+impl Conn {
+    /// The error for an exchange that failed: the agent's refusal when that is what happened.
+    fn failed(&self, service: &str, what: &str, e: &hyper::Error) -> AppError {
+        match self.outcome.as_ref().and_then(Outcome::take) {
+            Some(refused) => AppError::connect_failed(service, refused),
+            None => upstream_failed(service, what, e),
+        }
+    }
+}
+
+/// How long a pooled connection may take to show it can take a request.
+const POOLED_READY: Duration = Duration::from_secs(1);
+
+/// An idle connection to `service` at `target` from the tunnel's pool, ready for a request.
+async fn pooled(tunnel: &Tunnel, service: &str, target: &str) -> Option<Conn> {
+    while let Some((mut sender, slot)) = tunnel.pool().take(service, target) {
+        if let Ok(Ok(())) = tokio::time::timeout(POOLED_READY, sender.ready()).await {
+            return Some(Conn {
+                sender,
+                slot,
+                outcome: None,
+                reused: true,
+            });
+        }
+    }
+    None
+}
+
+/// A new connection: a slot of the tunnel's stream cap, `CONNECT <service>`, and hyper's
+/// HTTP/1.1 client on the stream, driven by its own task until it closes or upgrades.
+async fn open(tunnel: &Arc<Tunnel>, service: &str) -> Result<Conn, AppError> {
+    let permit = tunnel.acquire_stream_evicting().await?;
+    let (stream, outcome) = tunnel
+        .connect(service)
+        .await
+        .map_err(|e| AppError::connect_failed(service, e))?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| upstream_failed(service, "cannot start HTTP", &e))?;
+    let slot = Slot::new(Some(permit));
+    tokio::spawn(drive(conn, slot.clone()));
+    Ok(Conn {
+        sender,
+        slot,
+        outcome: Some(outcome),
+        reused: false,
+    })
+}
+
+/// Runs a client connection until it closes, hands its stream to an upgrade, or has been idle
+/// in the pool for [`pool::IDLE_TIMEOUT`] (dropping it then closes the stream).
+async fn drive(
+    conn: hyper::client::conn::http1::Connection<TokioIo<ConnectStream>, Body>,
+    slot: Arc<Slot>,
+) {
+    let mut conn = std::pin::pin!(conn.with_upgrades());
+    while let Some(at) = slot.expired(tokio::time::Instant::now()) {
+        tokio::select! {
+            ended = &mut conn => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "proxy connection ended with an error");
+                }
+                break;
+            }
+            () = tokio::time::sleep_until(at) => {}
+        }
+    }
+    // An upgrade took the slot along with the stream; otherwise the stream is closed now.
+    slot.close();
+}
+
+/// A response body that gives its connection back to the tunnel's pool once it has been
+/// read to its end.
+struct Returning<B: http_body::Body> {
+    inner: B,
+    done: bool,
+    conn: Option<(Arc<Tunnel>, String, String, Conn)>,
+}
+
+impl<B> http_body::Body for Returning<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.done = true,
+            // A broken body leaves the connection in no state to be reused.
+            Poll::Ready(Some(Err(_))) => {
+                if let Some((.., conn)) = self.conn.take() {
+                    conn.slot.close();
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: http_body::Body> Drop for Returning<B> {
+    fn drop(&mut self) {
+        let Some((tunnel, service, target, conn)) = self.conn.take() else {
+            return;
+        };
+        if self.done || self.inner.is_end_stream() {
+            tunnel.pool().put(&service, &target, conn.sender, conn.slot);
+        } else {
+            // Not read to its end: the connection closes, and its slot is free at once.
+            conn.slot.close();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ impl From<std::io::Error> for TunnelError {
     }
 }
 
+/// How long a stream waits for the slots of the idle proxy connections it closed.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
 /// Held while a proxy or terminal stream is open; dropping it frees the slot.
 pub struct StreamPermit {
     _permit: OwnedSemaphorePermit,
@@ -135,6 +138,8 @@ pub struct Tunnel {
     /// Whether the agent's terminal is on (it says `X-Tether-Terminal: disabled` on the upgrade,
     /// or answers `CONNECT terminal` with "terminal disabled").
     terminal: std::sync::atomic::AtomicBool,
+    /// Kept-alive HTTP connections to the services, for the proxy.
+    pool: crate::proxy::pool::Pool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -247,6 +252,32 @@ impl Tunnel {
             _permit: permit,
             metrics: self.metrics.clone(),
         })
+    }
+
+    /// Take a slot of the per-tunnel stream cap; when the cap is reached and kept-alive proxy
+    /// connections hold slots, close those and wait (briefly) for their slots to come back.
+    pub async fn acquire_stream_evicting(self: &Arc<Self>) -> Result<StreamPermit, TunnelError> {
+        let refused = match self.acquire_stream() {
+            Ok(permit) => return Ok(permit),
+            Err(e) => e,
+        };
+        if self.pool.clear() == 0 {
+            return Err(refused);
+        }
+        let permit = tokio::time::timeout(EVICTION_WAIT, self.streams.clone().acquire_owned())
+            .await
+            .map_err(|_| refused.clone())?
+            .map_err(|_| refused)?;
+        self.metrics.streams_open.inc();
+        Ok(StreamPermit {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// The kept-alive HTTP connections to this tunnel's services.
+    pub fn pool(&self) -> &crate::proxy::pool::Pool {
+        &self.pool
     }
 
     /// Open a byte stream to a published service: `CONNECT <service>`. A v2 agent takes bytes
@@ -804,6 +835,7 @@ async fn run_tunnel<S>(
         metrics: state.metrics.clone(),
         v2,
         terminal: std::sync::atomic::AtomicBool::new(terminal),
+        pool: crate::proxy::pool::Pool::new(state.config.proxy_keepalive),
     });
     let replaced = state.tunnels.register(tunnel.clone());
     drop(guard);

@@ -27,10 +27,16 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub async fn new() -> Fixture {
+        Fixture::with_args(&[]).await
+    }
+
+    /// A fixture whose relay runs with these `serve` flags.
+    pub async fn with_args(args: &[&str]) -> Fixture {
         let store = Store::connect("sqlite::memory:", DataKey::generate().unwrap())
             .await
             .unwrap();
-        let state = AppState::new(store, Cli::parse_from(["tether-relay"]).serve);
+        let argv = std::iter::once("tether-relay").chain(args.iter().copied());
+        let state = AppState::new(store, Cli::parse_from(argv).serve);
         let mut tokens = Vec::new();
         for (name, role) in [
             ("ada", Role::Admin),

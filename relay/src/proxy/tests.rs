@@ -144,9 +144,18 @@ mod through_a_tunnel {
         s.shutdown().await.unwrap();
     }
 
-    /// A minimal agent: publishes `web` (the upstream) and `down` (refused), proxies CONNECT,
-    /// and applies commands (refusing targets on port 9).
-    async fn agent(relay: SocketAddr, key: &str, secret: &str, upstream: SocketAddr) {
+    /// A minimal agent: publishes `web` (the upstream), `down` (refused) and `once` (a service
+    /// that answers the first request on a connection and closes it on the second without an
+    /// answer), proxies CONNECT, and applies commands (refusing targets on port 9). Returns the
+    /// number of `CONNECT`s it has been sent so far.
+    async fn agent(
+        relay: SocketAddr,
+        key: &str,
+        secret: &str,
+        upstream: SocketAddr,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let connects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connects.clone();
         let mut req = format!("ws://{relay}/api/tunnel")
             .into_client_request()
             .unwrap();
@@ -159,6 +168,7 @@ mod through_a_tunnel {
         let services = std::sync::Arc::new(std::sync::Mutex::new(json!({
             "web": {"target": upstream.to_string(), "host": "", "tls": false, "label": "Web"},
             "down": {"target": "127.0.0.1:1", "host": "", "tls": false, "label": "Down"},
+            "once": {"target": "127.0.0.1:2", "host": "", "tls": false, "label": "Once"},
         })));
         let current = services.lock().unwrap().clone();
         send_manifest(&mux, &current).await;
@@ -166,11 +176,33 @@ mod through_a_tunnel {
             while let Some(mut s) = incoming.recv().await {
                 let mux = mux.clone();
                 let services = services.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Some(header) = read_line(&mut s).await else {
                         return;
                     };
-                    if header == "CONNECT web" {
+                    if header.starts_with("CONNECT ") {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if header == "CONNECT once" {
+                        s.write_all(b"OK\n").await.unwrap();
+                        // the request head (no body), then one answer; the second request
+                        // finds the connection closed
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut b = [0u8; 1];
+                            if s.read(&mut b).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(b[0]);
+                        }
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nonce")
+                            .await
+                            .unwrap();
+                        let mut b = [0u8; 1];
+                        let _ = s.read(&mut b).await;
+                        let _ = s.shutdown().await;
+                    } else if header == "CONNECT web" {
                         let mut up = TcpStream::connect(upstream).await.unwrap();
                         s.write_all(b"OK\n").await.unwrap();
                         let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
@@ -212,6 +244,7 @@ mod through_a_tunnel {
                 });
             }
         });
+        connects
     }
 
     async fn until<T>(mut probe: impl FnMut() -> Option<T>) -> T {
@@ -234,7 +267,7 @@ mod through_a_tunnel {
         let (_, creds) = f.state.store.create_system("fw1").await.unwrap();
         let relay = serve(crate::app(f.state.clone())).await;
         let up = serve(upstream()).await;
-        agent(relay, &creds.key, creds.secret.expose(), up).await;
+        let _connects = agent(relay, &creds.key, creds.secret.expose(), up).await;
         let tunnels = f.state.tunnels.clone();
         let id = until(|| {
             let t = tunnels.all().into_iter().next()?;
@@ -389,5 +422,98 @@ mod through_a_tunnel {
         assert_eq!(web.len(), 1, "{records:?}");
         assert_eq!(web[0].actor, "otto");
         assert_eq!(web[0].remote_addr.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeps_connections_alive_per_service_closes_them_when_idle_and_at_the_cap() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let f =
+            Fixture::with_args(&["--max-streams-per-tunnel", "2", "--proxy-keepalive", "2"]).await;
+        let (_, creds) = f.state.store.create_system("fw1").await.unwrap();
+        let relay = serve(crate::app(f.state.clone())).await;
+        let up = serve(upstream()).await;
+        let connects = agent(relay, &creds.key, creds.secret.expose(), up).await;
+        let tunnels = f.state.tunnels.clone();
+        let id = until(|| {
+            let t = tunnels.all().into_iter().next()?;
+            t.service("web").map(|_| t.session_id().to_owned())
+        })
+        .await;
+        let tunnel = f.state.tunnels.by_session(&id).unwrap();
+        let base = format!("http://{relay}/api/v1/sessions/{id}/proxy");
+        let http = reqwest::Client::new();
+        let get = |url: String| http.get(url).bearer_auth(&f.operator);
+        let metrics = f.state.metrics.clone();
+
+        // sequential requests, an upload among them, share one stream and one agent dial
+        for i in 0..5 {
+            let resp = get(format!("{base}/web/echo/{i}")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.bytes().await.unwrap();
+        }
+        let resp = http
+            .post(format!("{base}/web/echo/up"))
+            .bearer_auth(&f.operator)
+            .body(vec![1u8; 100_000])
+            .send()
+            .await
+            .unwrap();
+        let echo: Value = resp.json().await.unwrap();
+        assert_eq!(echo["body_len"], 100_000);
+        assert_eq!(connects.load(SeqCst), 1, "one CONNECT for six requests");
+        assert_eq!(tunnel.pool().len(), 1);
+        assert_eq!(
+            metrics.streams_open.get(),
+            1,
+            "the idle stream keeps its slot"
+        );
+
+        // a terminal stream needs a slot too: with both taken (one idle), the idle one is
+        // closed to make room (the fake agent does not serve terminals: the slot is what counts)
+        let held = get(format!("{base}/web/big")).send().await.unwrap();
+        assert_eq!(held.status(), 200);
+        assert_eq!(connects.load(SeqCst), 1, "the idle connection was reused");
+        let other = tokio::spawn({
+            let req = get(format!("{base}/web/big"));
+            async move { req.send().await.unwrap() }
+        });
+        let other = other.await.unwrap();
+        assert_eq!(other.status(), 200);
+        assert_eq!(connects.load(SeqCst), 2);
+        // both slots are busy now, none idle: a third stream is refused
+        let resp = get(format!("{base}/web/echo/third")).send().await.unwrap();
+        assert_eq!(resp.status(), 429, "{:?}", resp.text().await);
+        drop(other);
+        held.bytes().await.unwrap();
+        // the abandoned download's slot comes back when its client has gone away, and the
+        // finished one's connection is idle in the pool
+        until(|| (tunnel.pool().len() == 1 && metrics.streams_open.get() == 1).then_some(())).await;
+        let free = tunnel.acquire_stream_evicting().await.unwrap();
+        assert_eq!(tunnel.pool().len(), 1, "a free slot needs no eviction");
+        // at the cap, a new stream closes the idle connection and takes its slot
+        let evicting = tunnel.acquire_stream_evicting().await.unwrap();
+        assert_eq!(tunnel.pool().len(), 0);
+        drop((free, evicting));
+        assert_eq!(metrics.streams_open.get(), 0);
+
+        // a connection the service closed as it was reused: a request without a body is sent
+        // again on a new connection, transparently
+        for _ in 0..3 {
+            let resp = get(format!("{base}/once/")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.text().await.unwrap(), "once");
+        }
+
+        // idle connections close on their own after the idle timeout, giving their slots back
+        until(|| (metrics.streams_open.get() == 0).then_some(())).await;
+        assert_eq!(tunnel.pool().len(), 0);
+        let before = connects.load(SeqCst);
+        let resp = get(format!("{base}/web/echo/later")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            connects.load(SeqCst),
+            before + 1,
+            "a new connection after the timeout"
+        );
     }
 }
