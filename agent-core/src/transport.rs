@@ -66,10 +66,15 @@ pub const MAX_STREAMS_RELAY: usize = 1024;
 /// A yamux stream as a tokio `AsyncRead + AsyncWrite`.
 pub type MuxStream = Compat<yamux::Stream>;
 
+/// The WebSocket's read buffer, which every tunnel holds for its whole life (tungstenite keeps
+/// it allocated): small, because idle tunnels must stay cheap. Bulk transfers do not suffer,
+/// as reads are served from [`ReadAhead`]'s chunk, not the socket.
+pub const WS_READ_BUFFER: usize = 1024;
+
 /// WebSocket settings for tunnels: small buffers, because idle tunnels must stay cheap.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * MAX_IN_MESSAGE)
         .max_message_size(Some(MAX_IN_MESSAGE))

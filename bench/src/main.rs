@@ -51,9 +51,14 @@ pub struct BinArgs {
     /// The `tether-agent` release binary.
     #[arg(long, default_value = "target/release/tether-agent")]
     pub agent: PathBuf,
-    /// The agent built with the `min-size` profile, for the size and idle-memory figures.
+    /// The agent built with the `min-size` profile, for the size and idle-memory figures
+    /// (`scripts/bench` builds it static, for x86_64-unknown-linux-musl, as packages ship it).
     #[arg(long)]
     pub min_size_agent: Option<PathBuf>,
+    /// `packaging/build.sh`'s output: when it holds `sizes.txt`, (g) lists every packaged
+    /// target's binary.
+    #[arg(long, default_value = "dist")]
+    pub dist: PathBuf,
     /// `rathole`, the peer measured beside Tether in --full mode.
     #[arg(long)]
     pub rathole: Option<PathBuf>,

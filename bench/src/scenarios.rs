@@ -754,7 +754,7 @@ async fn agent_memory_figures(
 ) -> anyhow::Result<Vec<Figure>> {
     let anon_note = |anon: f64| {
         format!(
-            "of which {anon:.2} MiB anonymous (RssAnon); the rest is file-backed pages of the binary and libc"
+            "of which {anon:.2} MiB anonymous (RssAnon); the rest is file-backed pages of the binary (and of libc when linked dynamically)"
         )
     };
     let mut figs = vec![
@@ -769,6 +769,11 @@ async fn agent_memory_figures(
         .note(anon_note(idle_anon)),
     ];
     if let Some(bin) = &bed.bins.min_size_agent {
+        let build = if is_static(bin) {
+            "static min-size build, as packaged"
+        } else {
+            "min-size build"
+        };
         let system = bed.relay.create_system("min-size")?;
         let node = 1;
         let agent = procs::start_agent(
@@ -789,7 +794,7 @@ async fn agent_memory_figures(
             Figure::new(
                 "agent_idle_min_size",
                 'e',
-                "agent RSS idle (min-size build)",
+                &format!("agent RSS idle ({build})"),
                 "MiB",
             )
             .tether(Some(Stats::one(v)))
@@ -1022,12 +1027,12 @@ fn size_figures(
         true,
     )?;
     if let Some(p) = &bins.min_size_agent {
-        sized(
-            "size_agent_min_size",
-            "tether-agent, min-size profile",
-            p,
-            false,
-        )?;
+        let name = if is_static(p) {
+            "tether-agent, min-size profile, static"
+        } else {
+            "tether-agent, min-size profile"
+        };
+        sized("size_agent_min_size", name, p, false)?;
     }
     sized(
         "size_relay_release",
@@ -1035,10 +1040,59 @@ fn size_figures(
         &bins.relay,
         true,
     )?;
-    notes.push(format!(
-        "(g) sizes are for {host} only; cross targets come with the packaging work"
-    ));
+    match packaged_sizes(&bins.dist) {
+        Some(packaged) if !packaged.is_empty() => figs.extend(packaged),
+        _ => notes.push(format!(
+            "(g) sizes are for {host} only: `packaging/build.sh` writes every target's into {}/sizes.txt, which (g) then lists",
+            bins.dist.display()
+        )),
+    }
     Ok(figs)
+}
+
+/// (g) for every binary `packaging/build.sh` built (its `sizes.txt`: name, size in bytes, ...).
+fn packaged_sizes(dist: &Path) -> Option<Vec<Figure>> {
+    let text = std::fs::read_to_string(dist.join("sizes.txt")).ok()?;
+    let mut figs = vec![];
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(bytes)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(bytes) = bytes.parse::<u64>() else {
+            continue;
+        };
+        let Some((bin, target)) = ["tether-agent", "tether-relay"]
+            .iter()
+            .find_map(|b| Some((*b, name.strip_prefix(b)?.strip_prefix('-')?)))
+        else {
+            continue;
+        };
+        figs.push(
+            Figure::new(
+                &format!("size_packaged_{name}"),
+                'g',
+                &format!("{bin}, as packaged, {target}"),
+                "MiB",
+            )
+            .tether(Some(Stats::one(bytes as f64 / MIB as f64)))
+            .note(if bin == "tether-agent" {
+                "static musl, min-size profile, stripped (packaging/build.sh)"
+            } else {
+                "static musl, release profile, stripped (packaging/build.sh)"
+            }),
+        );
+    }
+    Some(figs)
+}
+
+/// Whether an ELF binary is statically linked (it has no `PT_INTERP` program header).
+fn is_static(path: &Path) -> bool {
+    std::process::Command::new("readelf")
+        .args(["-l", "-W"])
+        .arg(path)
+        .output()
+        .is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("INTERP"))
 }
 
 fn find<'a>(figs: &'a [Figure], id: &str) -> Option<&'a Figure> {

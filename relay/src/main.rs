@@ -109,7 +109,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// glibc's malloc: at most this many arenas, unless `MALLOC_ARENA_MAX` says otherwise.
+///
+/// By default glibc gives each thread that contends its own arena, up to 8 per core; the
+/// short-lived buffers of every tunnel handshake and request then scatter across them, and
+/// the freed holes between long-lived tunnel state are never returned to the system. On this
+/// relay's load (thousands of idle tunnels, a few busy threads) one arena keeps the resident
+/// memory per idle tunnel ~4 KiB lower (docs/benchmarks); small allocations still go through
+/// each thread's lock-free cache. musl builds have their own allocator and are unaffected.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: i32 = 1;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // the relay's one unsafe call: a malloc setting, see above
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes a malloc parameter; it is called before any thread
+        // but this one exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

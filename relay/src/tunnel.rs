@@ -711,7 +711,10 @@ async fn accept(
     let v2 = header_is(wire::PROTOCOL_HEADER, wire::PROTOCOL_V2);
     let terminal = !header_is("x-tether-terminal", "disabled");
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    // The set-up runs boxed and is freed when done: the task lives as long as the tunnel, and
+    // its size would otherwise be that of the set-up's largest state (the WebSocket before the
+    // driver task takes it, the store calls), not the little a live tunnel is watched with.
+    let setup = Box::pin(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -720,9 +723,18 @@ async fn accept(
                     Some(transport::ws_config()),
                 )
                 .await;
-                run_tunnel(state, system, key, remote, ws, (v2, terminal)).await;
+                start_tunnel(state, system, key, remote, ws, (v2, terminal)).await
             }
-            Err(e) => tracing::warn!(%remote, error = %e, "tunnel upgrade failed"),
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "tunnel upgrade failed");
+                None
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let setup = setup;
+        if let Some(live) = setup.await {
+            live.watch().await;
         }
     });
     let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
@@ -777,35 +789,64 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn run_tunnel<S>(
+/// A registered tunnel, watched until its connection ends.
+struct Live {
+    state: AppState,
+    tunnel: Arc<Tunnel>,
+    control: tokio::task::JoinHandle<()>,
+    system_name: String,
+}
+
+impl Live {
+    async fn watch(self) {
+        let Live {
+            state,
+            tunnel,
+            control,
+            system_name,
+        } = self;
+        let end = tunnel.mux.closed().await;
+        control.abort();
+        state.metrics.tunnels_connected.dec();
+        tracing::info!(session = %tunnel.session_id, system = %system_name, error = ?end.error, "tunnel disconnected");
+        let actor = format!("agent:{system_name}");
+        Box::pin(audit(&state, &tunnel, &actor, "tunnel_disconnected")).await;
+        if state.tunnels.unregister_if_current(&tunnel) {
+            state
+                .sessions
+                .start_grace(tunnel.key.clone(), tunnel.session_id.clone());
+        }
+    }
+}
+
+/// Registers the tunnel of a new agent connection; `None` when the agent was turned away.
+async fn start_tunnel<S>(
     state: AppState,
     system: System,
     key: TunnelKey,
     remote: IpAddr,
     ws: WebSocketStream<S>,
     (v2, terminal): (bool, bool),
-) where
+) -> Option<Live>
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mux, incoming) = transport::spawn_mux(ws, Mode::Server, Some(Keepalive::default()));
     let actor = format!("agent:{}", system.name);
     let guard = state.tunnels.lock_key(&key).await;
-    // The database futures are boxed: this future lives as long as the tunnel, and its size is
-    // that of its largest state, which would otherwise be a sqlx query's (a few KiB per idle
-    // tunnel).
-    let session = match Box::pin(pick_session(&state, &key)).await {
+    let session = match pick_session(&state, &key).await {
         Ok(Some(session)) => session,
         Ok(None) => {
             drop(guard);
             tracing::info!(system = %system.name, node = ?key.node_id, "support session was closed by an operator; telling the agent to stop (4000)");
             mux.close(Some((CLOSE_SESSION_CLOSED, CLOSE_SESSION_CLOSED_REASON)));
-            return;
+            return None;
         }
         Err(e) => {
             drop(guard);
             tracing::error!(system = %system.name, error = %e, "cannot pick a session for the tunnel");
             mux.close(None);
-            return;
+            return None;
         }
     };
     let services: BTreeMap<String, ServiceInfo> = session
@@ -854,14 +895,12 @@ async fn run_tunnel<S>(
         tunnel.clone(),
         incoming,
     ));
-    let end = mux.closed().await;
-    control.abort();
-    state.metrics.tunnels_connected.dec();
-    tracing::info!(session = %tunnel.session_id, system = %system.name, error = ?end.error, "tunnel disconnected");
-    Box::pin(audit(&state, &tunnel, &actor, "tunnel_disconnected")).await;
-    if state.tunnels.unregister_if_current(&tunnel) {
-        state.sessions.start_grace(key, tunnel.session_id.clone());
-    }
+    Some(Live {
+        state,
+        tunnel,
+        control,
+        system_name: system.name,
+    })
 }
 
 /// The session for a new tunnel: resume the open one (same id; v1 agents resume on matching
