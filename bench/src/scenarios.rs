@@ -995,6 +995,15 @@ fn size_figures(
         .unwrap_or_else(|| "host".into());
     let mut figs = vec![];
     let mut sized = |id: &str, name: &str, path: &Path, strip: bool| -> anyhow::Result<()> {
+        // `scripts/bench` builds the min-size agent for the musl target, not the host's.
+        let target = if path
+            .components()
+            .any(|c| c.as_os_str() == "x86_64-unknown-linux-musl")
+        {
+            "x86_64-unknown-linux-musl"
+        } else {
+            host.as_str()
+        };
         let mut size = std::fs::metadata(path)
             .with_context(|| format!("size of {}", path.display()))?
             .len();
@@ -1014,7 +1023,7 @@ fn size_figures(
             }
         }
         figs.push(
-            Figure::new(id, 'g', &format!("{name}, {host}"), "MiB")
+            Figure::new(id, 'g', &format!("{name}, {target}"), "MiB")
                 .tether(Some(Stats::one(size as f64 / MIB as f64)))
                 .note(how),
         );
