@@ -24,8 +24,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::TunnelError;
 
-/// Largest read passed down to the stream at once.
-const MAX_READ: usize = 16 * 1024;
+/// Room offered to the stream for a read, at first and again after a small read.
+const MIN_READ: usize = 16 * 1024;
+/// Room offered once reads keep filling it: a transfer is under way (one yamux frame's worth).
+const MAX_READ: usize = 64 * 1024;
 
 /// Why a `CONNECT` stream failed before the agent's `OK`, shared with the caller.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +66,8 @@ pub struct ConnectStream<S = MuxStream> {
     pos: usize,
     outcome: Outcome,
     timeout_what: &'static str,
+    /// Room the next read offers the stream: [`MIN_READ`] to [`MAX_READ`].
+    room: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ConnectStream<S> {
@@ -83,6 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnectStream<S> {
             pos: 0,
             outcome: outcome.clone(),
             timeout_what,
+            room: MIN_READ,
         };
         (stream, outcome)
     }
@@ -183,13 +188,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnectStream<S> {
             }
             return Poll::Ready(Ok(()));
         }
-        // At most MAX_READ at a time: the yamux stream's tokio adapter zeroes all the room it
-        // is given on every read, and hyper offers its whole (uninitialised) read buffer.
-        let room = out.initialize_unfilled_to(out.remaining().min(MAX_READ));
+        // The yamux stream's tokio adapter zeroes all the room it is given on every read, and
+        // hyper offers its whole (uninitialised) read buffer: offer 16 KiB, and up to 64 KiB
+        // only while reads fill what they are offered (a download), so that small exchanges
+        // do not pay for zeroing 64 KiB each and bulk ones take fewer, larger reads.
+        let offered = out.remaining().min(this.room);
+        let room = out.initialize_unfilled_to(offered);
         let mut rb = ReadBuf::new(room);
         ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
         out.advance(n);
+        this.room = if n == offered {
+            (this.room * 2).min(MAX_READ)
+        } else if n < MIN_READ / 2 {
+            MIN_READ
+        } else {
+            this.room
+        };
         Poll::Ready(Ok(()))
     }
 }
