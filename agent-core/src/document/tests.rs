@@ -577,3 +577,14 @@ fn details_carry_any_json() {
         assert_eq!(from_postcard::<Details>(&bytes).unwrap(), details);
     }
 }
+
+/// Found by the fuzz smoke: without serde_json's exact float parsing, a plugin's
+/// `266666666666666666.1` was read 1 ULP off, so the report the relay stored differed from the
+/// one it would read back.
+#[test]
+fn numbers_in_check_details_survive_a_json_round_trip_exactly() {
+    let input = br#"{"collected_at":"2026-03-24T19:13:28.123456789+01:00","duration_ms":1,"overall_status":"warning","plugins":[{"id":"system","name":"System","status":"warning","checks":[{"name":"load","status":"warning","details":{"load":[3.5,266666666666666666.1,1.0,0.1,1e-7,123456789.12345678]}}]}]}"#;
+    let report = DiagnosticsReport::parse_json(input).unwrap();
+    let again = DiagnosticsReport::parse_json(&to_json_line(&report)).unwrap();
+    assert_eq!(again, report);
+}
