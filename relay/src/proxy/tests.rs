@@ -261,19 +261,43 @@ mod through_a_tunnel {
         }
     }
 
+    /// A relay on a loopback port with the fake agent connected and its session registered.
+    struct Bed {
+        f: Fixture,
+        relay: SocketAddr,
+        up: SocketAddr,
+        id: String,
+        connects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Bed {
+        async fn start(args: &[&str]) -> Bed {
+            let f = Fixture::with_args(args).await;
+            let (_, creds) = f.state.store.create_system("fw1").await.unwrap();
+            let relay = serve(crate::app(f.state.clone())).await;
+            let up = serve(upstream()).await;
+            let connects = agent(relay, &creds.key, creds.secret.expose(), up).await;
+            let tunnels = f.state.tunnels.clone();
+            let id = until(|| {
+                let t = tunnels.all().into_iter().next()?;
+                t.service("web").map(|_| t.session_id().to_owned())
+            })
+            .await;
+            Bed {
+                f,
+                relay,
+                up,
+                id,
+                connects,
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn proxies_http_streams_and_websockets_through_the_agent() {
-        let f = Fixture::new().await;
-        let (_, creds) = f.state.store.create_system("fw1").await.unwrap();
-        let relay = serve(crate::app(f.state.clone())).await;
-        let up = serve(upstream()).await;
-        let _connects = agent(relay, &creds.key, creds.secret.expose(), up).await;
-        let tunnels = f.state.tunnels.clone();
-        let id = until(|| {
-            let t = tunnels.all().into_iter().next()?;
-            t.service("web").map(|_| t.session_id().to_owned())
-        })
-        .await;
+        let Bed {
+            f, relay, up, id, ..
+        } = Bed::start(&[]).await;
         let base = format!("http://{relay}/api/v1/sessions/{id}/proxy");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -427,18 +451,13 @@ mod through_a_tunnel {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keeps_connections_alive_per_service_closes_them_when_idle_and_at_the_cap() {
         use std::sync::atomic::Ordering::SeqCst;
-        let f =
-            Fixture::with_args(&["--max-streams-per-tunnel", "2", "--proxy-keepalive", "2"]).await;
-        let (_, creds) = f.state.store.create_system("fw1").await.unwrap();
-        let relay = serve(crate::app(f.state.clone())).await;
-        let up = serve(upstream()).await;
-        let connects = agent(relay, &creds.key, creds.secret.expose(), up).await;
-        let tunnels = f.state.tunnels.clone();
-        let id = until(|| {
-            let t = tunnels.all().into_iter().next()?;
-            t.service("web").map(|_| t.session_id().to_owned())
-        })
-        .await;
+        let Bed {
+            f,
+            relay,
+            id,
+            connects,
+            ..
+        } = Bed::start(&["--max-streams-per-tunnel", "2", "--proxy-keepalive", "2"]).await;
         let tunnel = f.state.tunnels.by_session(&id).unwrap();
         let base = format!("http://{relay}/api/v1/sessions/{id}/proxy");
         let http = reqwest::Client::new();
