@@ -1,11 +1,14 @@
 //! The HTTP proxy from operators to the appliances' web services (REFERENCE 2.10).
 //!
-//! One yamux stream per request (fixing B-11): take a slot of the tunnel's stream cap, open
-//! `CONNECT <service>`, run one HTTP/1.1 exchange over it with hyper's client connection, and
-//! stream both bodies through without buffering. The slot is held until the response body has
-//! been delivered (or the upgraded connection has ended), so the cap counts real streams.
-//! WebSocket and other `Upgrade` requests are passed through: on `101` both upgraded
-//! connections are joined byte for byte. Paths and headers are rewritten by [`Route`].
+//! Each request runs as an HTTP/1.1 exchange with hyper's client connection over a yamux stream
+//! `CONNECT`ed to the service, both bodies streamed through without buffering. The connection
+//! comes from the tunnel's [`pool`] of kept-alive ones when it holds one for that service and
+//! target (fixing B-11 the first way it suggests: one transport per tunnel, with idle
+//! timeouts); otherwise a slot of the tunnel's stream cap is taken and a new stream opened. A
+//! connection keeps its slot while it is open, in use or idle, so the cap counts real streams;
+//! one whose response body was not read to its end is closed at once. WebSocket and other
+//! `Upgrade` requests always get a new stream: on `101` both upgraded connections are joined
+//! byte for byte, and the slot goes with them. Paths and headers are rewritten by [`Route`].
 
 pub mod body;
 pub mod pool;
