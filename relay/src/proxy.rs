@@ -453,7 +453,7 @@ async fn pooled(tunnel: &Tunnel, service: &str, target: &str) -> Option<Conn> {
 /// A new connection: a slot of the tunnel's stream cap, `CONNECT <service>`, and hyper's
 /// HTTP/1.1 client on the stream, driven by its own task until it closes or upgrades.
 async fn open(tunnel: &Arc<Tunnel>, service: &str) -> Result<Conn, AppError> {
-    let permit = tunnel.acquire_stream_evicting().await?;
+    let permit = tunnel.acquire_stream_evicting()?;
     let (stream, outcome) = tunnel
         .connect(service)
         .await

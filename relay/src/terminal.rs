@@ -245,7 +245,7 @@ async fn open(
             format!("expected a WebSocket upgrade: {e}"),
         )
     })?;
-    let permit = tunnel.acquire_stream_evicting().await?;
+    let permit = tunnel.acquire_stream_evicting()?;
     let started_at = Store::now();
     let index = Recording {
         id: uuid::Uuid::new_v4().to_string(),

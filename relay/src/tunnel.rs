@@ -91,9 +91,6 @@ impl From<std::io::Error> for TunnelError {
     }
 }
 
-/// How long a stream waits for the slots of the idle proxy connections it closed.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
-
 /// Held while a proxy or terminal stream is open; dropping it frees the slot.
 pub struct StreamPermit {
     _permit: OwnedSemaphorePermit,
@@ -255,23 +252,13 @@ impl Tunnel {
     }
 
     /// Take a slot of the per-tunnel stream cap; when the cap is reached and kept-alive proxy
-    /// connections hold slots, close those and wait (briefly) for their slots to come back.
-    pub async fn acquire_stream_evicting(self: &Arc<Self>) -> Result<StreamPermit, TunnelError> {
-        let refused = match self.acquire_stream() {
-            Ok(permit) => return Ok(permit),
-            Err(e) => e,
-        };
-        if self.pool.clear() == 0 {
-            return Err(refused);
-        }
-        let permit = tokio::time::timeout(EVICTION_WAIT, self.streams.clone().acquire_owned())
-            .await
-            .map_err(|_| refused.clone())?
-            .map_err(|_| refused)?;
-        self.metrics.streams_open.inc();
-        Ok(StreamPermit {
-            _permit: permit,
-            metrics: self.metrics.clone(),
+    /// connections hold slots, close those (which gives their slots back at once) and try again.
+    pub fn acquire_stream_evicting(self: &Arc<Self>) -> Result<StreamPermit, TunnelError> {
+        self.acquire_stream().or_else(|refused| {
+            if self.pool.clear() == 0 {
+                return Err(refused);
+            }
+            self.acquire_stream()
         })
     }
 

@@ -199,8 +199,7 @@ impl Pool {
         });
     }
 
-    /// Close every idle connection (their stream slots come back as their tasks end); the
-    /// number closed.
+    /// Close every idle connection, giving its stream slot back at once; the number closed.
     pub fn clear(&self) -> usize {
         let drained: Vec<Idle> = lock(&self.idle).drain(..).collect();
         for e in &drained {

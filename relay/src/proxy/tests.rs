@@ -507,10 +507,10 @@ mod through_a_tunnel {
         // the abandoned download's slot comes back when its client has gone away, and the
         // finished one's connection is idle in the pool
         until(|| (tunnel.pool().len() == 1 && metrics.streams_open.get() == 1).then_some(())).await;
-        let free = tunnel.acquire_stream_evicting().await.unwrap();
+        let free = tunnel.acquire_stream_evicting().unwrap();
         assert_eq!(tunnel.pool().len(), 1, "a free slot needs no eviction");
         // at the cap, a new stream closes the idle connection and takes its slot
-        let evicting = tunnel.acquire_stream_evicting().await.unwrap();
+        let evicting = tunnel.acquire_stream_evicting().unwrap();
         assert_eq!(tunnel.pool().len(), 0);
         drop((free, evicting));
         assert_eq!(metrics.streams_open.get(), 0);
